@@ -1,0 +1,40 @@
+"""Packaging for tornado_gw: a real-time WebSocket gateway on Tornado."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tornado_gw",
+    version="0.1.0",
+    description="Real-time WebSocket gateway for chat-style products (Tornado, Redis, Postgres)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tornado_gw", "tornado_gw.*"]),
+    install_requires=[
+        "tornado>=6.4,<7",
+        "redis>=5.0,<9",
+        "psycopg[binary]>=3.1,<4",
+        "pyjwt[crypto]>=2.8,<3",
+        "ujson>=5.9,<7",
+        "pyyaml>=6.0,<7",
+        "prometheus-client>=0.20,<1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-tornasync>=0.6,<1",
+            "pytest-timeout>=2.3,<3",
+            "coverage[toml]>=7.4,<8",
+            "websockets>=13,<18",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["tornado-gw=tornado_gw.cli:main"]},
+    classifiers=[
+        "Framework :: Tornado",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

@@ -1,0 +1,152 @@
+"""The ports: what the core needs from the world, one small Protocol each.
+
+Every adapter (``adapters/memory.py`` for the embedded default, the Redis and
+Postgres adapters for a cluster) implements these and passes the same contract
+suite under ``tests/adapters/``. Channel names here carry no prefix
+(``conv:42``, ``user:7``); an adapter that talks to Redis adds the ``prefix``
+setting itself. Times are UNIX seconds passed in by the caller, never read
+from a clock inside an adapter method, so tests can drive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class BrokerSink(Protocol):
+    """Where a broker delivers. Called on the event loop, never concurrently."""
+
+    def message(self, channel: str, data: bytes) -> None:
+        """A frame published to ``channel`` (prefix already stripped)."""
+
+    def channel_ready(self, channel: str) -> None:
+        """The subscription to ``channel`` is live: anything published from now on arrives."""
+
+    def status(self, up: bool, reason: str) -> None:
+        """``up=False``: the connection is lost (messages are being missed).
+        ``up=True`` after a loss: reconnected and every channel resubscribed; what
+        was published in between is gone and must be filled from the event log."""
+
+
+class Broker(Protocol):
+    """Fan-out between instances. At most once (CONTRACT §6, PITFALLS 1):
+    frames published while the connection is down are lost, but every loss is
+    reported through ``BrokerSink.status``. Order per channel is preserved."""
+
+    async def start(self, sink: BrokerSink) -> None:
+        """Connect and begin delivering to ``sink``; returns once running."""
+
+    def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``; idempotent, never blocks. ``sink.channel_ready``
+        follows once the subscription is live (also for an already live channel)."""
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``; idempotent, never blocks."""
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        """Send ``data`` to every instance subscribed to ``channel``.
+        Raises ``DependencyUnavailable`` when the broker cannot be reached."""
+
+    async def close(self) -> None:
+        """Stop delivering and release connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One numbered event of the durable log, ready to send."""
+
+    seq: int
+    channel: str
+    data: bytes  # the client frame {"type", "payload", "seq"}, encoded
+
+
+class ReplayGap(Exception):
+    """The log cannot prove it has every event asked for (trimmed, over the
+    limit, or unreachable): the client must be told ``recovered: false``."""
+
+
+class DependencyUnavailable(Exception):
+    """Redis or Postgres could not be reached; the message names which."""
+
+
+class EventLog(Protocol):
+    """The replay source: the Postgres outbox, or the in-process bounded log."""
+
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
+        """Every event with ``seq > after_seq`` on any of ``channels``, in ``seq``
+        order. Raises ``ReplayGap`` when that is more than ``limit`` events or
+        cannot be known completely."""
+
+
+class Publisher(Protocol):
+    """What ``POST /publish`` and ``emit`` use to inject an event (CONTRACT §2)."""
+
+    async def publish(self, channel: str, event_type: str, payload: Any) -> dict[str, Any]:
+        """Accept an event for ``channel``; returns the JSON body of the 202 answer
+        (``{"id": N}`` with Postgres, ``{"seq": N}`` embedded, ``{}`` Redis only)."""
+
+
+class Membership(Protocol):
+    """Who may subscribe to what (``authorization`` setting)."""
+
+    async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
+        """The subset of ``conversation_ids`` that ``user_id`` may subscribe to."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """What a resume needs, kept for ``resume_window_s`` after a disconnect."""
+
+    session_id: str
+    user_id: str
+    conversation_ids: tuple[str, ...]
+
+
+class SessionStore(Protocol):
+    async def save(self, snapshot: SessionSnapshot, ttl_s: float) -> None:
+        """Store or replace the snapshot; it disappears after ``ttl_s``."""
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        """The snapshot if it exists and has not expired."""
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+class PresenceStore(Protocol):
+    """Who is online where, per session with its own expiry (PITFALLS 10).
+
+    A user is online in a conversation while at least one of their sessions
+    there has not expired. Each transition is reported to exactly one caller
+    cluster-wide, so it is announced once."""
+
+    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
+        """Add or refresh the session; True when the user was not online there before."""
+
+    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
+        """Remove the session; True when the user has no other live session there."""
+
+    async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        """Extend ``(conversation_id, user_id, session_id)`` entries that still exist."""
+
+    async def online(self, conversation_id: str, now: float) -> list[str]:
+        """User ids online in the conversation, sorted."""
+
+    async def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop sessions expired by ``now``; ``(conversation_id, user_id)`` for each
+        user that thereby went offline, each returned to one caller only."""
+
+
+class TypingStore(Protocol):
+    """Who is typing where; an entry lives ``typing_ttl_s`` after the last ``typing``."""
+
+    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> bool:
+        """Add or refresh; True when the user was not typing there (announce start)."""
+
+    async def stop(self, conversation_id: str, user_id: str) -> bool:
+        """Remove; True when the user was typing there (announce stop)."""
+
+    async def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop entries expired by ``now``; each ``(conversation_id, user_id)``
+        returned to one caller only (announce stop)."""
