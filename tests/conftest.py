@@ -1,0 +1,3 @@
+"""Shared test configuration: service fixtures live in tests/support/."""
+
+pytest_plugins = ["tests.support.redis", "tests.support.pg"]

@@ -1,0 +1,26 @@
+"""Prometheus metrics of one process (CONTRACT §2 ``GET /metrics``).
+
+One registry per process, created here; adapters and the runtime increment
+these objects, ``web/http_handlers.py`` renders them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS = Gauge("gateway_connections", "Open WebSocket connections", registry=REGISTRY)
+FRAMES_IN = Counter("gateway_frames_in_total", "Frames received from clients", ["type"], registry=REGISTRY)
+FRAMES_OUT = Counter("gateway_frames_out_total", "Frames sent to clients", ["type"], registry=REGISTRY)
+CLOSES = Counter("gateway_closes_total", "Connections closed by the gateway", ["code"], registry=REGISTRY)
+REPLAYED = Counter("gateway_replayed_events_total", "Events sent from the log on replay", registry=REGISTRY)
+REDIS_RECONNECTS = Counter("gateway_redis_reconnects_total", "Broker reconnects", registry=REGISTRY)
+BROKER_PUBLISHED = Counter("gateway_broker_published_total", "Frames published to the broker", registry=REGISTRY)
+BROKER_RECEIVED = Counter("gateway_broker_received_total", "Frames received from the broker", registry=REGISTRY)
+DELIVERY_LATENCY = Histogram(
+    "gateway_delivery_seconds",
+    "Time from receiving a broker frame to writing it to every local recipient",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
