@@ -1,0 +1,269 @@
+"""The embedded default: every port in process, for one instance (CONTRACT §1).
+
+These classes are also the fake the core and web tests use; they are trusted
+because they pass the same contract suites as the Redis adapters
+(``tests/adapters/test_*_contract.py``).
+
+Rules kept here:
+1. The broker never calls its sink inside ``subscribe``/``publish``: every call
+   goes through ``loop.call_soon``, so callers never see re-entrant callbacks
+   and FIFO scheduling keeps ``channel_ready`` before the channel's messages.
+2. Presence and typing report a transition only when an entry set goes from
+   empty to non-empty or back, inside one synchronous step, so each transition
+   is returned to exactly one caller.
+3. Times come from the arguments; only session TTLs (``ttl_s`` is relative)
+   read the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import ujson
+
+from tornado_gw import metrics
+from tornado_gw.ports import (
+    BrokerSink,
+    LoggedEvent,
+    ReplayGap,
+    SessionSnapshot,
+)
+
+
+def encode_frame(event_type: str, payload: Any, seq: int | None = None) -> bytes:
+    """The client frame ``{"type", "payload"[, "seq"]}`` as compact UTF-8 JSON."""
+    frame: dict[str, Any] = {"type": event_type, "payload": payload}
+    if seq is not None:
+        frame["seq"] = seq
+    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+class MemoryBroker:
+    """In-process fan-out for a single instance: what is published here is
+    delivered to this instance's sink only. Never goes down."""
+
+    healthy = True
+
+    def __init__(self) -> None:
+        self._sink: BrokerSink | None = None
+        self._channels: set[str] = set()
+
+    async def start(self, sink: BrokerSink) -> None:
+        self._sink = sink
+
+    def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        asyncio.get_running_loop().call_soon(self._ready, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        """Deliver on a later loop iteration, in publish order, if subscribed now."""
+        metrics.BROKER_PUBLISHED.inc()
+        if channel in self._channels:
+            asyncio.get_running_loop().call_soon(self._deliver, channel, data)
+
+    async def close(self) -> None:
+        self._sink = None
+        self._channels.clear()
+
+    def _ready(self, channel: str) -> None:
+        if self._sink is not None and channel in self._channels:
+            self._sink.channel_ready(channel)
+
+    def _deliver(self, channel: str, data: bytes) -> None:
+        # Checked again: an unsubscribe between publish and delivery wins.
+        if self._sink is not None and channel in self._channels:
+            metrics.BROKER_RECEIVED.inc()
+            self._sink.message(channel, data)
+
+
+class MemoryLog:
+    """Bounded in-process event log (``memory_log_events`` entries) and the
+    embedded ``Publisher``: numbers each event, keeps it for replay, then
+    publishes the client frame through the broker."""
+
+    def __init__(self, broker: MemoryBroker, max_events: int) -> None:
+        if max_events < 1:
+            raise ValueError(f"memory_log_events must be at least 1, got {max_events}")
+        self._broker = broker
+        self._events: deque[LoggedEvent] = deque(maxlen=max_events)
+        self._last_seq = 0
+        self._trimmed_through = 0  # highest seq dropped from the log
+
+    async def publish(self, channel: str, event_type: str, payload: Any) -> dict[str, Any]:
+        """Append and fan out; returns ``{"seq": N}`` (CONTRACT §2)."""
+        self._last_seq += 1
+        event = LoggedEvent(self._last_seq, channel, encode_frame(event_type, payload, self._last_seq))
+        if len(self._events) == self._events.maxlen:
+            self._trimmed_through = self._events[0].seq
+        self._events.append(event)
+        await self._broker.publish(channel, event.data)
+        return {"seq": event.seq}
+
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
+        """Events after ``after_seq`` on ``channels`` in seq order.
+
+        Raises:
+            ReplayGap: events in the range were trimmed, or more than ``limit`` match.
+        """
+        if after_seq < self._trimmed_through:
+            raise ReplayGap(f"log trimmed through seq {self._trimmed_through}, asked after {after_seq}")
+        wanted = set(channels)
+        found: list[LoggedEvent] = []
+        for event in self._events_after(after_seq):
+            if event.channel in wanted:
+                if len(found) == limit:
+                    raise ReplayGap(f"more than {limit} events after seq {after_seq}")
+                found.append(event)
+        return found
+
+    def _events_after(self, after_seq: int) -> Iterator[LoggedEvent]:
+        # Seqs are contiguous, so the first event after ``after_seq`` sits at a known index.
+        if not self._events:
+            return iter(())
+        start = max(0, after_seq + 1 - self._events[0].seq)
+        return (self._events[i] for i in range(start, len(self._events)))
+
+
+class AllowAllMembership:
+    """``authorization: none``: every authenticated user may subscribe anywhere."""
+
+    async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
+        return set(conversation_ids)
+
+
+class MemorySessions:
+    """Session snapshots for resume; ``ttl_s`` is measured on ``clock``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._snapshots: dict[str, tuple[SessionSnapshot, float]] = {}
+
+    async def save(self, snapshot: SessionSnapshot, ttl_s: float) -> None:
+        self._snapshots[snapshot.session_id] = (snapshot, self._clock() + ttl_s)
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        entry = self._snapshots.get(session_id)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._snapshots[session_id]
+            return None
+        return entry[0]
+
+    async def delete(self, session_id: str) -> None:
+        self._snapshots.pop(session_id, None)
+
+
+class _Deadlines:
+    """Min-heap of (expires_at, key) with lazy deletion: a popped key is only a
+    candidate, the owner checks it against the current expiry."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, tuple[str, ...]]] = []
+
+    def push(self, expires_at: float, key: tuple[str, ...]) -> None:
+        heapq.heappush(self._heap, (expires_at, key))
+
+    def due(self, now: float) -> Iterator[tuple[float, tuple[str, ...]]]:
+        while self._heap and self._heap[0][0] <= now:
+            yield heapq.heappop(self._heap)
+
+
+class MemoryPresence:
+    """Per-session presence: conversation -> user -> session -> expires_at.
+    An entry counts as expired when ``expires_at <= now``."""
+
+    def __init__(self) -> None:
+        self._convs: dict[str, dict[str, dict[str, float]]] = {}
+        self._deadlines = _Deadlines()
+
+    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
+        users = self._convs.setdefault(conversation_id, {})
+        sessions = users.setdefault(user_id, {})
+        was_online = bool(sessions)
+        sessions[session_id] = expires_at
+        self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
+        return not was_online
+
+    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
+        """Also drops the user's other sessions there that expired by ``now``,
+        so ``expire`` cannot announce the same offline transition again."""
+        sessions = self._convs.get(conversation_id, {}).get(user_id)
+        if not sessions:
+            return False
+        sessions.pop(session_id, None)
+        for other in [sid for sid, at in sessions.items() if at <= now]:
+            del sessions[other]
+        if sessions:
+            return False
+        _drop(self._convs, conversation_id, user_id)
+        return True
+
+    async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        for conversation_id, user_id, session_id in entries:
+            sessions = self._convs.get(conversation_id, {}).get(user_id, {})
+            if session_id in sessions and sessions[session_id] < expires_at:
+                sessions[session_id] = expires_at
+                self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
+
+    async def online(self, conversation_id: str, now: float) -> list[str]:
+        users = self._convs.get(conversation_id, {})
+        return sorted(uid for uid, sessions in users.items() if any(at > now for at in sessions.values()))
+
+    async def expire(self, now: float) -> list[tuple[str, str]]:
+        offline: list[tuple[str, str]] = []
+        for at, (conversation_id, user_id, session_id) in self._deadlines.due(now):
+            sessions = self._convs.get(conversation_id, {}).get(user_id)
+            if not sessions or sessions.get(session_id) != at:
+                continue  # left, refreshed or re-joined since this deadline was pushed
+            del sessions[session_id]
+            if not sessions:
+                _drop(self._convs, conversation_id, user_id)
+                offline.append((conversation_id, user_id))
+        return offline
+
+
+class MemoryTyping:
+    """Who is typing where: conversation -> user -> expires_at."""
+
+    def __init__(self) -> None:
+        self._convs: dict[str, dict[str, float]] = {}
+        self._deadlines = _Deadlines()
+
+    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> bool:
+        users = self._convs.setdefault(conversation_id, {})
+        was_typing = user_id in users
+        users[user_id] = expires_at
+        self._deadlines.push(expires_at, (conversation_id, user_id))
+        return not was_typing
+
+    async def stop(self, conversation_id: str, user_id: str) -> bool:
+        users = self._convs.get(conversation_id)
+        if users is None or user_id not in users:
+            return False
+        _drop(self._convs, conversation_id, user_id)
+        return True
+
+    async def expire(self, now: float) -> list[tuple[str, str]]:
+        stopped: list[tuple[str, str]] = []
+        for at, (conversation_id, user_id) in self._deadlines.due(now):
+            if self._convs.get(conversation_id, {}).get(user_id) == at:
+                _drop(self._convs, conversation_id, user_id)
+                stopped.append((conversation_id, user_id))
+        return stopped
+
+
+def _drop(convs: dict[str, dict[str, Any]], conversation_id: str, user_id: str) -> None:
+    """Remove a user's entry, and the conversation once it has nobody left."""
+    users = convs[conversation_id]
+    del users[user_id]
+    if not users:
+        del convs[conversation_id]
