@@ -16,8 +16,10 @@ FRAMES_OUT = Counter("gateway_frames_out_total", "Frames sent to clients", ["typ
 CLOSES = Counter("gateway_closes_total", "Connections closed by the gateway", ["code"], registry=REGISTRY)
 REPLAYED = Counter("gateway_replayed_events_total", "Events sent from the log on replay", registry=REGISTRY)
 REDIS_RECONNECTS = Counter("gateway_redis_reconnects_total", "Broker reconnects", registry=REGISTRY)
-BROKER_PUBLISHED = Counter("gateway_broker_published_total", "Frames published to the broker", registry=REGISTRY)
-BROKER_RECEIVED = Counter("gateway_broker_received_total", "Frames received from the broker", registry=REGISTRY)
+BROKER_PUBLISHED = Counter("gateway_broker_published_total", "Frames published to the broker",
+                           registry=REGISTRY)
+BROKER_RECEIVED = Counter("gateway_broker_received_total", "Frames received from the broker",
+                          registry=REGISTRY)
 DELIVERY_LATENCY = Histogram(
     "gateway_delivery_seconds",
     "Time from receiving a broker frame to writing it to every local recipient",

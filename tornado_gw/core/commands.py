@@ -1,0 +1,194 @@
+"""Inputs of the reducer: everything that can happen to the gateway.
+
+Client frames, timer ticks, broker deliveries and the results of effects all
+arrive as one of these. Each carries the time it was stamped at the edge
+(``at``); the core never reads a clock. Results of effects re-enter here and
+never touch state directly (STYLE §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tornado_gw.core.protocol import CloseCode, ErrorCode
+from tornado_gw.ports import LoggedEvent, SessionSnapshot
+
+ConnId = str
+
+
+# --- from a client connection -------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    conn_id: ConnId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    conn_id: ConnId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """A valid token was presented (the edge verified it)."""
+
+    conn_id: ConnId
+    user_id: str
+    expires_at: float | None
+    session_id: str | None
+    last_seq: int | None
+    new_session_id: str  # used when no session is resumed; made at the edge
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    conn_id: ConnId
+    message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    conn_id: ConnId
+    conversation_ids: tuple[str, ...]
+    last_seq: int | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    conn_id: ConnId
+    conversation_ids: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    conn_id: ConnId
+    conversation_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    conn_id: ConnId
+    conversation_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    conn_id: ConnId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """A frame that could not become a command; answered with ``error``."""
+
+    conn_id: ConnId
+    code: ErrorCode
+    message: str
+    ref_type: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested:
+    """The server closes a connection: drain (1001) or slow consumer (4009)."""
+
+    conn_id: ConnId
+    code: CloseCode
+    reason: str
+    at: float
+
+
+# --- from timers and the broker -------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerMessage:
+    """A frame from the broker; ``frame`` is its decoded JSON (None if not an object)."""
+
+    channel: str
+    data: bytes
+    frame: dict[str, Any] | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReady:
+    channel: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatusChanged:
+    up: bool
+    reason: str
+    at: float
+
+
+# --- results of effects ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SessionLoaded:
+    conn_id: ConnId
+    snapshot: SessionSnapshot | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChecked:
+    conn_id: ConnId
+    granted: frozenset[str]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayLoaded:
+    """``events`` is None when the log could not fill the gap (``recovered: false``)."""
+
+    conn_id: ConnId
+    events: tuple[LoggedEvent, ...] | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    conversation_id: str
+    user_id: str
+    online: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceListed:
+    conn_id: ConnId
+    conversation_id: str
+    user_ids: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TypingChanged:
+    conversation_id: str
+    user_id: str
+    typing: bool
+    at: float
+
+
+Command = (
+    Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
+    | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
+    | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded
+    | PresenceChanged | PresenceListed | TypingChanged
+)

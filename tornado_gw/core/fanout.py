@@ -1,0 +1,132 @@
+"""Broker frames to local connections, and the timers that a ``Tick`` drives.
+
+``deliver_broker_message`` is the hot path: it runs once per event and once
+per local recipient, so it does no encoding (the bytes go out as they came)
+and allocates one ``Deliver`` effect per event, not per recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.core import operations
+from tornado_gw.core.ids import conversation_of
+from tornado_gw.core.protocol import CloseCode, FrameType
+from tornado_gw.core.state import Gateway, Phase
+
+Effects = list[fx.Effect]
+_TYPING_START = FrameType.TYPING_START.value
+_TYPING_STOP = FrameType.TYPING_STOP.value
+_MESSAGE_NEW = FrameType.MESSAGE_NEW.value
+
+
+def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -> None:
+    frame = cmd.frame
+    if frame is None:
+        return
+    channel = cmd.channel
+    seq = frame.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        seq = None
+    elif seq > state.channel_seq.get(channel, 0):
+        state.channel_seq[channel] = seq
+    kind = frame.get("type")
+    kind = kind if isinstance(kind, str) else ""
+    typist = _track_typing(state, channel, kind, frame.get("payload"), out)
+    subscribers = state.subscribers.get(channel)
+    if not subscribers:
+        return
+    connections = state.connections
+    targets = []
+    for conn_id in subscribers:
+        conn = connections[conn_id]
+        if conn.phase is Phase.CLOSING or (typist is not None and conn.user_id == typist):
+            continue  # nobody receives their own typing (CONTRACT §3)
+        op = conn.op
+        if op is not None and channel in op.channels:
+            op.buffer.append((seq, channel, cmd.data, kind))
+            continue
+        if seq is not None:
+            if seq <= conn.delivered.get(channel, 0):
+                continue  # already delivered (replay, gap fill, relay retry)
+            conn.delivered[channel] = seq
+        targets.append(conn_id)
+    if targets:
+        out.append(fx.Deliver(targets, cmd.data, kind))
+
+
+def _track_typing(state: Gateway, channel: str, kind: str, payload: Any, out: Effects) -> str | None:
+    """Keep the local view of who types; returns the typist of a typing frame."""
+    if not isinstance(payload, dict):
+        return None
+    cid = conversation_of(channel)
+    if cid is None:
+        return None
+    if kind == _MESSAGE_NEW:
+        message = payload.get("message")
+        sender = message.get("sender_id") if isinstance(message, dict) else None
+        if isinstance(sender, str) and sender in state.typing.get(cid, ()):
+            out.append(fx.StopTyping(cid, sender))  # a sent message ends typing at once
+        return None
+    if kind not in (_TYPING_START, _TYPING_STOP):
+        return None
+    user_id = payload.get("user_id")
+    if not isinstance(user_id, str):
+        return None
+    typists = state.typing.setdefault(cid, set())
+    if kind == _TYPING_START:
+        typists.add(user_id)
+    else:
+        typists.discard(user_id)
+        if not typists:
+            del state.typing[cid]
+    return user_id
+
+
+def tick(state: Gateway, cmd: c.Tick, out: Effects) -> None:
+    """Expire connections, sweep presence and typing, refresh what is alive."""
+    at = cmd.at
+    limits = state.limits
+    for conn in state.connections.values():
+        code = _expired(conn, at, limits.auth_timeout_s, limits.idle_timeout_s)
+        if code is not None:
+            conn.phase = Phase.CLOSING
+            out.append(fx.CloseConnection(conn.conn_id, code, _REASONS[code]))
+    out.append(fx.ExpireStale(at))
+    if at >= state.next_refresh_at:
+        state.next_refresh_at = at + limits.presence_ttl_s / 3
+        _refresh(state, at, out)
+
+
+def _expired(conn: Any, at: float, auth_timeout_s: float, idle_timeout_s: float) -> CloseCode | None:
+    if conn.phase is Phase.CONNECTING:
+        return CloseCode.AUTH_TIMEOUT if at - conn.opened_at >= auth_timeout_s else None
+    if conn.phase is not Phase.AUTHENTICATED:
+        return None
+    if conn.token_expires_at is not None and at >= conn.token_expires_at:
+        return CloseCode.TOKEN_EXPIRED
+    if at - conn.last_frame_at >= idle_timeout_s:
+        return CloseCode.IDLE_TIMEOUT
+    return None
+
+
+_REASONS = {
+    CloseCode.AUTH_TIMEOUT: "no successful auth in time",
+    CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.IDLE_TIMEOUT: "idle timeout",
+}
+
+
+def _refresh(state: Gateway, at: float, out: Effects) -> None:
+    """Live sessions push their presence and snapshots forward (PITFALLS 10)."""
+    entries = []
+    for conn in state.connections.values():
+        if conn.phase is not Phase.AUTHENTICATED or conn.session_id is None or conn.op is not None:
+            continue
+        assert conn.user_id is not None
+        entries.extend((cid, conn.user_id, conn.session_id) for cid in sorted(conn.conversations))
+        out.append(operations.save_session(state, conn))
+    if entries:
+        out.append(fx.RefreshPresence(tuple(entries), at + state.limits.presence_ttl_s))

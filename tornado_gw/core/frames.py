@@ -1,0 +1,62 @@
+"""Builders of the server frames of CONTRACT §3 (plain dicts; encoded at the edge)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tornado_gw.core.protocol import ErrorCode, FrameType
+
+Frame = dict[str, Any]
+
+
+def frame(kind: FrameType, payload: dict[str, Any] | None = None) -> Frame:
+    return {"type": kind.value, "payload": payload if payload is not None else {}}
+
+
+def auth_success(user_id: str, session_id: str, resumed: bool, conversation_ids: Iterable[str]) -> Frame:
+    return frame(FrameType.AUTH_SUCCESS, {
+        "user_id": user_id,
+        "session_id": session_id,
+        "resumed": resumed,
+        "conversation_ids": sorted(conversation_ids),
+    })
+
+
+def auth_error(message: str) -> Frame:
+    return frame(FrameType.AUTH_ERROR, {"code": "auth_failed", "message": message})
+
+
+def error(code: ErrorCode, message: str, ref_type: str | None) -> Frame:
+    return frame(FrameType.ERROR, {"code": code.value, "message": message, "ref_type": ref_type})
+
+
+def subscribed(granted: Iterable[str], denied: Iterable[str]) -> Frame:
+    return frame(FrameType.SUBSCRIBED, {"conversation_ids": list(granted), "denied": list(denied)})
+
+
+def unsubscribed(conversation_ids: Iterable[str]) -> Frame:
+    return frame(FrameType.UNSUBSCRIBED, {"conversation_ids": list(conversation_ids)})
+
+
+def replay_done(count: int, recovered: bool) -> Frame:
+    return frame(FrameType.REPLAY_DONE, {"count": count, "recovered": recovered})
+
+
+def presence_state(conversation_id: str, user_ids: Iterable[str]) -> Frame:
+    return frame(FrameType.PRESENCE_STATE, {"conversation_id": conversation_id, "user_ids": list(user_ids)})
+
+
+def presence_update(conversation_id: str, user_id: str, online: bool) -> Frame:
+    status = "online" if online else "offline"
+    return frame(FrameType.PRESENCE_UPDATE, {"conversation_id": conversation_id, "user_id": user_id,
+                                             "status": status})
+
+
+def typing(conversation_id: str, user_id: str, started: bool) -> Frame:
+    kind = FrameType.TYPING_START if started else FrameType.TYPING_STOP
+    return frame(kind, {"conversation_id": conversation_id, "user_id": user_id})
+
+
+def pong() -> Frame:
+    return frame(FrameType.PONG)

@@ -1,0 +1,312 @@
+"""The only place the gateway's state changes.
+
+``handle(state, command)`` validates the command against the state, applies
+it and returns the effects to perform. A ``ClientError`` raised by a client
+command's handler is raised before anything changes; it becomes an ``error``
+frame. Client commands for a connection that has a slow operation running
+wait in its queue and run, in order, when it finishes (state rule 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.core import frames, operations
+from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions, Unauthenticated
+from tornado_gw.core.fanout import deliver_broker_message, tick
+from tornado_gw.core.ids import conv_channel, user_channel
+from tornado_gw.core.protocol import CloseCode, ErrorCode
+from tornado_gw.core.state import Connection, Gateway, Operation, Phase
+
+Effects = list[fx.Effect]
+CLIENT_COMMANDS = (c.Authenticate, c.AuthFailed, c.Subscribe, c.Unsubscribe, c.Typing, c.PresenceQuery,
+                   c.Ping, c.BadFrame)
+
+
+def handle(state: Gateway, cmd: c.Command) -> Effects:
+    """Apply one command; return the effects, in the order they must happen."""
+    out: Effects = []
+    if isinstance(cmd, CLIENT_COMMANDS):
+        conn = state.connections.get(cmd.conn_id)
+        if conn is not None and conn.phase is not Phase.CLOSING and _admit(state, conn, cmd.at, out):
+            _client_command(state, conn, cmd, out)
+    else:
+        _HANDLERS[type(cmd)](state, cmd, out)
+    while state.released:
+        _run_queued(state, state.released.pop(0), out)
+    return out
+
+
+# --- client commands --------------------------------------------------------------
+
+def _admit(state: Gateway, conn: Connection, at: float, out: Effects) -> bool:
+    """Idle clock and token bucket (CONTRACT §1 ``rate_limit_*``): warn once, then 4008."""
+    limits = state.limits
+    conn.last_frame_at = at
+    conn.tokens = min(float(limits.rate_limit_burst),
+                      conn.tokens + (at - conn.refilled_at) * limits.rate_limit_per_s)
+    conn.refilled_at = at
+    if conn.tokens >= limits.rate_limit_burst:
+        conn.warned = False
+    if conn.tokens >= 1.0:
+        conn.tokens -= 1.0
+        return True
+    if conn.warned:
+        _close(conn, CloseCode.RATE_LIMITED, "inbound rate limit exceeded", out)
+    else:
+        conn.warned = True
+        out.append(fx.SendFrame(conn.conn_id, frames.error(
+            ErrorCode.RATE_LIMITED, "too many frames: slow down or be disconnected", None)))
+    return False
+
+
+def _client_command(state: Gateway, conn: Connection, cmd: c.Command, out: Effects) -> None:
+    if conn.op is not None and not isinstance(cmd, (c.Ping, c.BadFrame)):
+        conn.queued.append(cmd)
+        return
+    try:
+        _CLIENT_HANDLERS[type(cmd)](state, conn, cmd, out)
+    except ClientError as exc:
+        out.append(fx.SendFrame(conn.conn_id, frames.error(exc.code, exc.message, _ref_type(cmd))))
+
+
+def _run_queued(state: Gateway, conn_id: str, out: Effects) -> None:
+    conn = state.connections.get(conn_id)
+    while conn is not None and conn.op is None and conn.queued and conn.phase is not Phase.CLOSING:
+        _client_command(state, conn, conn.queued.pop(0), out)
+
+
+def _ref_type(cmd: c.Command) -> str:
+    return {c.Subscribe: "subscribe", c.Unsubscribe: "unsubscribe", c.Typing: "typing",
+            c.PresenceQuery: "presence.query"}.get(type(cmd), "auth")
+
+
+def _require_auth(conn: Connection, action: str) -> str:
+    if conn.phase is not Phase.AUTHENTICATED or conn.user_id is None:
+        raise Unauthenticated(f"can't {action}: connection is {conn.phase.value}; send auth first")
+    return conn.user_id
+
+
+def _require_subscribed(conn: Connection, conversation_id: str, action: str) -> str:
+    user_id = _require_auth(conn, action)
+    if conversation_id not in conn.conversations:
+        raise Forbidden(f"can't {action}: not subscribed to conversation {conversation_id}")
+    return user_id
+
+
+def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Effects) -> None:
+    if conn.phase is Phase.AUTHENTICATED:
+        if cmd.user_id != conn.user_id:
+            _reject_auth(conn, "token belongs to another user than this connection", out)
+            return
+        conn.token_expires_at = cmd.expires_at  # token refresh (CONTRACT §3)
+        assert conn.session_id is not None
+        out.append(fx.SendFrame(conn.conn_id, frames.auth_success(
+            cmd.user_id, conn.session_id, False, conn.conversations)))
+        return
+    conn.phase = Phase.AUTHENTICATED
+    conn.user_id = cmd.user_id
+    conn.token_expires_at = cmd.expires_at
+    conn.new_session_id = cmd.new_session_id
+    conn.op = Operation("auth", (), cmd.last_seq)
+    if cmd.session_id is not None:
+        out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
+    else:
+        _session_loaded(state, c.SessionLoaded(conn.conn_id, None, cmd.at), out)
+
+
+def _auth_failed(state: Gateway, conn: Connection, cmd: c.AuthFailed, out: Effects) -> None:
+    _reject_auth(conn, cmd.message, out)
+
+
+def _reject_auth(conn: Connection, message: str, out: Effects) -> None:
+    out.append(fx.SendFrame(conn.conn_id, frames.auth_error(message)))
+    _close(conn, CloseCode.AUTH_FAILED, "authentication failed", out)
+
+
+def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects) -> None:
+    _require_auth(conn, "subscribe")
+    new = [cid for cid in cmd.conversation_ids if cid not in conn.conversations]
+    limit = state.limits.max_subscriptions
+    if len(conn.conversations) + len(new) > limit:
+        raise TooManySubscriptions(f"can't subscribe: {len(conn.conversations)} + {len(new)} "
+                                   f"conversations is over the limit of {limit}")
+    operations.start(state, conn, Operation("subscribe", cmd.conversation_ids, cmd.last_seq), cmd.at, out)
+
+
+def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
+    user_id = _require_auth(conn, "unsubscribe")
+    assert conn.session_id is not None
+    for cid in cmd.conversation_ids:
+        if cid not in conn.conversations:
+            continue
+        conn.conversations.discard(cid)
+        operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
+        conn.delivered.pop(conv_channel(cid), None)
+        out.append(fx.LeavePresence(cid, user_id, conn.session_id, cmd.at))
+        _stop_typing_if_last(state, conn, cid, out)
+    out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
+    out.append(operations.save_session(state, conn))
+
+
+def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> None:
+    user_id = _require_subscribed(conn, cmd.conversation_id, "type")
+    out.append(fx.StartTyping(cmd.conversation_id, user_id, cmd.at + state.limits.typing_ttl_s))
+
+
+def _presence_query(state: Gateway, conn: Connection, cmd: c.PresenceQuery, out: Effects) -> None:
+    _require_subscribed(conn, cmd.conversation_id, "query presence")
+    out.append(fx.QueryPresence(conn.conn_id, cmd.conversation_id, cmd.at))
+
+
+def _ping(state: Gateway, conn: Connection, cmd: c.Ping, out: Effects) -> None:
+    out.append(fx.SendFrame(conn.conn_id, frames.pong()))
+
+
+def _bad_frame(state: Gateway, conn: Connection, cmd: c.BadFrame, out: Effects) -> None:
+    out.append(fx.SendFrame(conn.conn_id, frames.error(cmd.code, cmd.message, cmd.ref_type)))
+
+
+# --- connection lifecycle ----------------------------------------------------------
+
+def _connect(state: Gateway, cmd: c.Connect, out: Effects) -> None:
+    burst = float(state.limits.rate_limit_burst)
+    state.connections[cmd.conn_id] = Connection(cmd.conn_id, cmd.at, cmd.at, burst, cmd.at)
+
+
+def _close(conn: Connection, code: CloseCode, reason: str, out: Effects) -> None:
+    """Stop sending to ``conn`` at once; its ``Disconnect`` cleans up when the socket closes."""
+    if conn.phase is Phase.CLOSING:
+        return
+    conn.phase = Phase.CLOSING
+    out.append(fx.CloseConnection(conn.conn_id, code, reason))
+
+
+def _close_requested(state: Gateway, cmd: c.CloseRequested, out: Effects) -> None:
+    conn = state.connections.get(cmd.conn_id)
+    if conn is not None:
+        _close(conn, cmd.code, cmd.reason, out)
+
+
+def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
+    """Keep the session resumable; presence lingers ``presence_grace_s`` (no flapping)."""
+    conn = state.connections.pop(cmd.conn_id, None)
+    if conn is None:
+        return
+    channels = [conv_channel(cid) for cid in conn.conversations]
+    if conn.user_id is not None:
+        channels.append(user_channel(conn.user_id))
+    for channel in channels:
+        operations.remove_subscriber(state, channel, conn.conn_id, out)
+    if conn.user_id is None or conn.session_id is None:
+        return
+    out.append(operations.save_session(state, conn))
+    entries = tuple((cid, conn.user_id, conn.session_id) for cid in sorted(conn.conversations))
+    if entries:
+        out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))
+    for cid in sorted(conn.conversations):
+        _stop_typing_if_last(state, conn, cid, out)
+
+
+def _stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects) -> None:
+    """``typing.stop`` when the user's last local session there leaves (CONTRACT §3)."""
+    user_id = conn.user_id
+    if user_id is None or user_id not in state.typing.get(cid, ()):
+        return
+    for other_id in state.subscribers.get(conv_channel(cid), ()):
+        other = state.connections[other_id]
+        if other.user_id == user_id and other is not conn:
+            return
+    out.append(fx.StopTyping(cid, user_id))
+
+
+# --- results of effects --------------------------------------------------------------
+
+def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
+    conn = state.connections.get(cmd.conn_id)
+    if conn is None or conn.op is None or conn.op.kind != "auth":
+        return
+    snapshot = cmd.snapshot
+    if snapshot is not None and snapshot.user_id == conn.user_id:
+        conn.session_id = snapshot.session_id
+        conn.op.resumed = True
+        conn.op.requested = snapshot.conversation_ids
+    else:
+        conn.session_id = conn.new_session_id
+    operations.start(state, conn, conn.op, cmd.at, out)
+
+
+def _membership_checked(state: Gateway, cmd: c.MembershipChecked, out: Effects) -> None:
+    conn = state.connections.get(cmd.conn_id)
+    if conn is not None and conn.op is not None and not conn.op.channels:
+        operations.grant(state, conn, cmd.granted, cmd.at, out)
+
+
+def _channel_ready(state: Gateway, cmd: c.ChannelReady, out: Effects) -> None:
+    operations.channel_ready(state, cmd.channel, cmd.at, out)
+
+
+def _replay_loaded(state: Gateway, cmd: c.ReplayLoaded, out: Effects) -> None:
+    conn = state.connections.get(cmd.conn_id)
+    if conn is not None:
+        operations.replay_loaded(state, conn, cmd.events, out)
+
+
+def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> None:
+    """After an outage, read back what every local channel missed (CONTRACT §6)."""
+    if not cmd.up:
+        state.broker_down = True
+        return
+    if not state.broker_down:
+        return
+    state.broker_down = False
+    after = tuple(sorted((ch, seq) for ch, seq in state.channel_seq.items() if ch in state.subscribers))
+    if after:
+        out.append(fx.LoadGap(after))
+
+
+def _presence_changed(state: Gateway, cmd: c.PresenceChanged, out: Effects) -> None:
+    out.append(fx.Publish(conv_channel(cmd.conversation_id),
+                          frames.presence_update(cmd.conversation_id, cmd.user_id, cmd.online)))
+
+
+def _presence_listed(state: Gateway, cmd: c.PresenceListed, out: Effects) -> None:
+    conn = state.connections.get(cmd.conn_id)
+    if conn is not None and conn.phase is not Phase.CLOSING:
+        out.append(fx.SendFrame(cmd.conn_id, frames.presence_state(cmd.conversation_id, cmd.user_ids)))
+
+
+def _typing_changed(state: Gateway, cmd: c.TypingChanged, out: Effects) -> None:
+    out.append(fx.Publish(conv_channel(cmd.conversation_id),
+                          frames.typing(cmd.conversation_id, cmd.user_id, cmd.typing)))
+
+
+_CLIENT_HANDLERS: dict[type, Callable[[Gateway, Connection, Any, Effects], None]] = {
+    c.Authenticate: _authenticate,
+    c.AuthFailed: _auth_failed,
+    c.Subscribe: _subscribe,
+    c.Unsubscribe: _unsubscribe,
+    c.Typing: _typing,
+    c.PresenceQuery: _presence_query,
+    c.Ping: _ping,
+    c.BadFrame: _bad_frame,
+}
+
+_HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
+    c.Connect: _connect,
+    c.Disconnect: _disconnect,
+    c.CloseRequested: _close_requested,
+    c.Tick: tick,
+    c.BrokerMessage: deliver_broker_message,
+    c.ChannelReady: _channel_ready,
+    c.BrokerStatusChanged: _broker_status,
+    c.SessionLoaded: _session_loaded,
+    c.MembershipChecked: _membership_checked,
+    c.ReplayLoaded: _replay_loaded,
+    c.PresenceChanged: _presence_changed,
+    c.PresenceListed: _presence_listed,
+    c.TypingChanged: _typing_changed,
+}

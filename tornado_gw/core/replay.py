@@ -1,0 +1,41 @@
+"""Merging a replay with the live frames that arrived while it was loading.
+
+The live channel is subscribed before the log is read, and what arrives
+meanwhile is buffered (PITFALLS 4, centrifuge ``recovery.MergePublications``).
+Merging orders both by ``seq``, drops duplicates and anything the connection
+already has, and appends the unnumbered live frames (typing, presence) last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tornado_gw.ports import LoggedEvent
+
+Buffered = tuple[int | None, str, bytes, str]  # (seq, channel, data, frame type)
+Outgoing = tuple[str, bytes, str]  # (channel, data, frame type)
+
+
+def merge_replay(
+    replayed: Iterable[LoggedEvent], buffered: Iterable[Buffered], delivered: dict[str, int]
+) -> tuple[list[Outgoing], int]:
+    """Frames to send in order, and how many numbered events they hold.
+
+    ``delivered`` (channel -> highest seq the connection has) is updated in place.
+    """
+    numbered: dict[int, Outgoing] = {}
+    for event in replayed:
+        numbered.setdefault(event.seq, (event.channel, event.data, "replay"))
+    unnumbered: list[Outgoing] = []
+    for seq, channel, data, kind in buffered:
+        if seq is None:
+            unnumbered.append((channel, data, kind))
+        else:
+            numbered.setdefault(seq, (channel, data, kind))
+    ordered: list[Outgoing] = []
+    for seq in sorted(numbered):
+        channel, data, kind = numbered[seq]
+        if seq > delivered.get(channel, 0):
+            delivered[channel] = seq
+            ordered.append((channel, data, kind))
+    return ordered + unnumbered, len(ordered)

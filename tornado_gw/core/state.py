@@ -1,0 +1,97 @@
+"""The gateway's state: plain data, changed only by ``reducer.py``.
+
+Rules (each checked by the property tests in tests/core/):
+1. A connection is in ``subscribers[channel]`` iff the channel is its user
+   channel or one of its ``conversations`` (and it is authenticated).
+2. ``subscribers`` has no empty sets, and the broker is subscribed to exactly
+   its keys.
+3. ``delivered[channel]`` only grows: a connection never receives a ``seq`` on
+   a channel at or below one it already got.
+4. At most one slow operation (auth resume, subscribe) runs per connection;
+   client commands that arrive meanwhile wait in ``queued``, in order.
+Timers are data: deadlines derive from the stored times and ``Tick.at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from tornado_gw.core.commands import Command
+
+
+class Phase(Enum):
+    CONNECTING = "connecting"
+    AUTHENTICATED = "authenticated"
+    CLOSING = "closing"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The settings the core needs (built from ``Settings`` by the server)."""
+
+    auth_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    typing_ttl_s: float = 10.0
+    presence_ttl_s: float = 90.0
+    presence_grace_s: float = 15.0
+    resume_window_s: float = 120.0
+    max_subscriptions: int = 500
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 100
+    replay_max_events: int = 1000
+    check_membership: bool = False
+
+
+@dataclass(slots=True)
+class Operation:
+    """An ``auth`` or ``subscribe`` waiting for membership, channels or a replay.
+
+    Live frames of its channels are held in ``buffer`` until its reply (and
+    replay, if asked) has been sent, so that the client sees reply, replay,
+    ``replay.done``, live, in that order (CONTRACT §4, PITFALLS 4).
+    """
+
+    kind: str  # "auth" or "subscribe"
+    requested: tuple[str, ...]
+    last_seq: int | None
+    resumed: bool = False
+    granted: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    channels: frozenset[str] = frozenset()
+    waiting: set[str] = field(default_factory=set)
+    replaying: bool = False
+    buffer: list[tuple[int | None, str, bytes, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Connection:
+    conn_id: str
+    opened_at: float
+    last_frame_at: float
+    tokens: float
+    refilled_at: float
+    phase: Phase = Phase.CONNECTING
+    user_id: str | None = None
+    session_id: str | None = None
+    new_session_id: str | None = None
+    token_expires_at: float | None = None
+    conversations: set[str] = field(default_factory=set)
+    delivered: dict[str, int] = field(default_factory=dict)
+    warned: bool = False
+    op: Operation | None = None
+    queued: list[Command] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Gateway:
+    limits: Limits = field(default_factory=Limits)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    subscribers: dict[str, set[str]] = field(default_factory=dict)
+    ready: set[str] = field(default_factory=set)
+    channel_seq: dict[str, int] = field(default_factory=dict)
+    typing: dict[str, set[str]] = field(default_factory=dict)
+    next_refresh_at: float = 0.0
+    broker_down: bool = False
+    released: list[str] = field(default_factory=list)  # ops finished with commands queued

@@ -1,0 +1,58 @@
+"""The single consumer of commands: runs the reducer, hands effects to the runner.
+
+Commands are processed synchronously and in arrival order. A command
+submitted while another is being processed (an effect's result, a socket that
+closed during a write) waits in a deque and runs right after, so the reducer
+is never re-entered. No Future or Task per command (PITFALLS 12): the fan-out
+path costs one function call per event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.core.protocol import CloseCode
+from tornado_gw.core.reducer import handle
+from tornado_gw.core.state import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, state: Gateway) -> None:
+        self.state = state
+        self._pending: deque[c.Command] = deque()
+        self._running = False
+        self._perform: Callable[[Sequence[fx.Effect]], None] = lambda effects: None
+
+    def attach(self, perform: Callable[[Sequence[fx.Effect]], None]) -> None:
+        """Connect the effect runner (built after the dispatcher it submits to)."""
+        self._perform = perform
+
+    def submit(self, cmd: c.Command) -> None:
+        """Process ``cmd`` now, or right after the command being processed."""
+        self._pending.append(cmd)
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._pending:
+                self._process(self._pending.popleft())
+        finally:
+            self._running = False
+
+    def _process(self, cmd: c.Command) -> None:
+        try:
+            effects = handle(self.state, cmd)
+        except Exception:
+            # Our own bug, not the client's: keep serving everyone else.
+            log.exception("! reducer failed on %s", type(cmd).__name__)
+            conn_id = getattr(cmd, "conn_id", None)
+            if conn_id is None:
+                return
+            effects = [fx.CloseConnection(conn_id, CloseCode.INTERNAL_ERROR, "internal error")]
+        self._perform(effects)
