@@ -47,6 +47,7 @@ class Authenticate:
 @dataclass(frozen=True, slots=True)
 class AuthFailed:
     conn_id: ConnId
+    code: str  # e.g. invalid_token, token_expired
     message: str
     at: float
 

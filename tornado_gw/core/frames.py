@@ -23,8 +23,8 @@ def auth_success(user_id: str, session_id: str, resumed: bool, conversation_ids:
     })
 
 
-def auth_error(message: str) -> Frame:
-    return frame(FrameType.AUTH_ERROR, {"code": "auth_failed", "message": message})
+def auth_error(code: str, message: str) -> Frame:
+    return frame(FrameType.AUTH_ERROR, {"code": code, "message": message})
 
 
 def error(code: ErrorCode, message: str, ref_type: str | None) -> Frame:

@@ -100,7 +100,7 @@ def _require_subscribed(conn: Connection, conversation_id: str, action: str) -> 
 def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Effects) -> None:
     if conn.phase is Phase.AUTHENTICATED:
         if cmd.user_id != conn.user_id:
-            _reject_auth(conn, "token belongs to another user than this connection", out)
+            _reject_auth(conn, "user_mismatch", "token belongs to another user than this connection", out)
             return
         conn.token_expires_at = cmd.expires_at  # token refresh (CONTRACT §3)
         assert conn.session_id is not None
@@ -119,11 +119,11 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
 
 
 def _auth_failed(state: Gateway, conn: Connection, cmd: c.AuthFailed, out: Effects) -> None:
-    _reject_auth(conn, cmd.message, out)
+    _reject_auth(conn, cmd.code, cmd.message, out)
 
 
-def _reject_auth(conn: Connection, message: str, out: Effects) -> None:
-    out.append(fx.SendFrame(conn.conn_id, frames.auth_error(message)))
+def _reject_auth(conn: Connection, code: str, message: str, out: Effects) -> None:
+    out.append(fx.SendFrame(conn.conn_id, frames.auth_error(code, message)))
     _close(conn, CloseCode.AUTH_FAILED, "authentication failed", out)
 
 

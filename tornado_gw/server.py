@@ -1,0 +1,127 @@
+"""Composition root of ``serve``: build adapters, core, app; listen; drain on SIGTERM.
+
+Shutdown (CONTRACT §3 close 1001): ``/ready`` turns 503 and new upgrades are
+refused at once; open connections are closed with 1001 in small batches
+spread over ``shutdown_timeout_s`` so their clients do not all reconnect in
+the same second; every session is snapshotted on its way out (the
+``Disconnect`` path), so clients resume on another instance without presence
+flapping; then the queued store writes are flushed and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tornado.httpserver import HTTPServer
+
+from tornado_gw.adapters.wiring import Wiring, build_wiring
+from tornado_gw.core.commands import CloseRequested
+from tornado_gw.core.protocol import CloseCode
+from tornado_gw.core.state import Gateway, Limits
+from tornado_gw.runtime.clock import now, start_ticking
+from tornado_gw.runtime.dispatcher import Dispatcher
+from tornado_gw.runtime.effects import EffectRunner
+from tornado_gw.runtime.feed import BrokerFeed
+from tornado_gw.settings import Settings
+from tornado_gw.web import codec
+from tornado_gw.web.app import make_app
+from tornado_gw.web.http_handlers import HttpContext
+from tornado_gw.web.writer import SocketRegistry
+from tornado_gw.web.ws_handler import SocketContext
+
+log = logging.getLogger(__name__)
+DRAIN_SPREAD = 0.8  # share of shutdown_timeout_s over which closes are spread
+CLOSE_BATCH_INTERVAL_S = 0.05
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        auth_timeout_s=settings.auth_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+        typing_ttl_s=settings.typing_ttl_s,
+        presence_ttl_s=settings.presence_ttl_s,
+        presence_grace_s=settings.presence_grace_s,
+        resume_window_s=settings.resume_window_s,
+        max_subscriptions=settings.max_subscriptions,
+        rate_limit_per_s=settings.rate_limit_per_s,
+        rate_limit_burst=settings.rate_limit_burst,
+        replay_max_events=settings.replay_max_events,
+        check_membership=settings.authorization == "members",
+    )
+
+
+class GatewayServer:
+    """One running gateway: the pieces ``serve`` wires together, and its shutdown."""
+
+    def __init__(self, settings: Settings, wiring: Wiring) -> None:
+        self.settings = settings
+        self.wiring = wiring
+        self.draining = False
+        self.dispatcher = Dispatcher(Gateway(limits=limits_from(settings)))
+        self.registry = SocketRegistry(self.dispatcher.submit, settings.outbound_buffer_bytes)
+        self.runner = EffectRunner(wiring.adapters, self.registry, self.dispatcher.submit,
+                                   codec.encode, codec.decode_or_none)
+        self.dispatcher.attach(self.runner.perform)
+        self.http_server: HTTPServer | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.runner.start()
+        await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
+        app = make_app(
+            HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
+                        lambda: self.draining, self.wiring.publisher),
+            SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining),
+        )
+        self.http_server = app.listen(settings.port, xheaders=False)
+        self.ticker = start_ticking(self.dispatcher.submit, settings.tick_interval_s)
+        log.info("= listening on port %d (%s)", settings.port, self.wiring.description)
+
+    async def drain(self) -> None:
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout_s
+        conn_ids = list(self.registry.sockets)
+        log.info("= draining %d connections within %.1f s", len(conn_ids), self.settings.shutdown_timeout_s)
+        batches = max(1, int(self.settings.shutdown_timeout_s * DRAIN_SPREAD / CLOSE_BATCH_INTERVAL_S))
+        size = max(1, -(-len(conn_ids) // batches))
+        for start in range(0, len(conn_ids), size):
+            for conn_id in conn_ids[start:start + size]:
+                self.dispatcher.submit(CloseRequested(conn_id, CloseCode.GOING_AWAY, "server shutting down",
+                                                      now()))
+            await asyncio.sleep(CLOSE_BATCH_INTERVAL_S)
+        while self.registry.sockets and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(CLOSE_BATCH_INTERVAL_S)
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.ticker.stop()
+        if self.http_server is not None:
+            self.http_server.stop()
+        try:
+            await self.runner.stop()
+        except asyncio.TimeoutError:
+            log.warning("! store writes still pending at exit")
+        await self.wiring.close()
+
+
+async def serve(settings: Settings) -> None:
+    wiring = await build_wiring(settings)
+    gateway = GatewayServer(settings, wiring)
+    await gateway.start()
+    if settings.uses_development_secret:
+        log.warning("!!! DEVELOPMENT JWT SECRET IN USE: anyone can mint tokens. Set JWT_SECRET. !!!")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.drain()
+    log.info("= stopped")
+
+
+def run(settings: Settings) -> int:
+    """``python -m tornado_gw serve``: blocks until SIGTERM/SIGINT, then drains; exit code."""
+    asyncio.run(serve(settings))
+    return 0

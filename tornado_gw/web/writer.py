@@ -1,0 +1,85 @@
+"""The outbound fast path: frames built once per event, written to each socket.
+
+Server frames are unmasked (RFC 6455 §5.1), so one event's frame bytes are the
+same for every recipient: the header is built once and the same ``bytes``
+object is handed to every stream. Tornado has no limit on a connection's
+write buffer (PITFALLS 6); ``IOStream.max_write_buffer_size`` is set to
+``outbound_buffer_bytes`` and a stream that passes it is closed with 4009.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from tornado.iostream import StreamBufferFullError, StreamClosedError
+
+from tornado_gw.core.commands import CloseRequested, Command
+from tornado_gw.core.protocol import CloseCode
+from tornado_gw.runtime.clock import now
+
+if TYPE_CHECKING:
+    from tornado_gw.web.ws_handler import GatewaySocket
+
+log = logging.getLogger(__name__)
+_TEXT_FIN = 0x81
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked text frame carrying ``payload``."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", _TEXT_FIN, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", _TEXT_FIN, 126, size)
+    else:
+        header = struct.pack("!BBQ", _TEXT_FIN, 127, size)
+    return header + payload
+
+
+class SocketRegistry:
+    """Open sockets by connection id; the runtime's ``Transport``."""
+
+    def __init__(self, submit: Callable[[Command], None], outbound_buffer_bytes: int) -> None:
+        self._submit = submit
+        self._limit = outbound_buffer_bytes
+        self.sockets: dict[str, GatewaySocket] = {}
+
+    def add(self, conn_id: str, socket: GatewaySocket) -> None:
+        self.sockets[conn_id] = socket
+        stream = socket.ws_connection.stream if socket.ws_connection else None
+        if stream is not None:
+            stream.max_write_buffer_size = self._limit
+
+    def remove(self, conn_id: str) -> None:
+        self.sockets.pop(conn_id, None)
+
+    def send(self, conn_id: str, data: bytes) -> None:
+        self._write(conn_id, text_frame(data))
+
+    def send_many(self, conn_ids: Sequence[str], data: bytes) -> None:
+        frame = text_frame(data)
+        for conn_id in conn_ids:
+            self._write(conn_id, frame)
+
+    def close(self, conn_id: str, code: int, reason: str) -> None:
+        socket = self.sockets.get(conn_id)
+        if socket is None or socket.ws_connection is None:
+            return
+        socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
+        socket.close(code, reason)
+
+    def _write(self, conn_id: str, frame: bytes) -> None:
+        socket = self.sockets.get(conn_id)
+        connection = socket.ws_connection if socket is not None else None
+        if connection is None or connection.server_terminated:
+            return
+        try:
+            connection.stream.write(frame)
+        except StreamBufferFullError:
+            log.info("! slow consumer closed", extra={"conn_id": conn_id})
+            self._submit(CloseRequested(conn_id, CloseCode.SLOW_CONSUMER, "outbound buffer full", now()))
+        except StreamClosedError:
+            pass  # on_close follows and submits Disconnect
