@@ -128,7 +128,9 @@ class PresenceStore(Protocol):
         """Remove the session; True when the user has no other live session there."""
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
-        """Extend ``(conversation_id, user_id, session_id)`` entries that still exist."""
+        """Set the expiry of ``(conversation_id, user_id, session_id)`` entries that still
+        exist to ``expires_at``, earlier or later: live sessions push it forward, a
+        disconnect pulls it in to ``presence_grace_s`` from now."""
 
     async def online(self, conversation_id: str, now: float) -> list[str]:
         """User ids online in the conversation, sorted."""

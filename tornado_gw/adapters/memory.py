@@ -210,7 +210,7 @@ class MemoryPresence:
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
         for conversation_id, user_id, session_id in entries:
             sessions = self._convs.get(conversation_id, {}).get(user_id, {})
-            if session_id in sessions and sessions[session_id] < expires_at:
+            if session_id in sessions and sessions[session_id] != expires_at:
                 sessions[session_id] = expires_at
                 self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
 

@@ -1,0 +1,37 @@
+# One command each (README): `make run` starts the gateway on its embedded default;
+# `make test` sets everything up and runs the whole suite with coverage.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8081
+
+.PHONY: setup run test lint tox bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: setup
+	$(BIN)/python -m tornado_gw --port=$(PORT)
+
+lint: setup
+	$(BIN)/ruff check tornado_gw tests bench
+
+test: setup lint
+	./scripts/ensure_services.sh
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report --fail-under=85
+	$(BIN)/coverage report --include='tornado_gw/core/*' --fail-under=95
+
+tox: setup
+	$(BIN)/pip install --quiet 'tox>=4'
+	./scripts/ensure_services.sh
+	$(BIN)/tox -p auto
+
+clean:
+	rm -rf $(VENV) .tox .coverage .coverage.* build *.egg-info

@@ -1,0 +1,110 @@
+"""Presence and typing on one instance, as CONTRACT §3 describes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Client, GatewayProcess
+
+pytestmark = pytest.mark.e2e
+
+
+async def _joined(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:
+    client = await Client.connect(gateway)
+    await client.auth(user_id)
+    await client.subscribe(*conversations)
+    return client
+
+
+def _presence(frame: dict[str, Any]) -> tuple[str, str, str]:
+    payload = frame["payload"]
+    return payload["conversation_id"], payload["user_id"], payload["status"]
+
+
+async def test_presence_online_when_first_session_joins_and_offline_on_unsubscribe(
+        gateway: GatewayProcess) -> None:
+    alice = await _joined(gateway, "alice", "c1")
+    assert _presence(await alice.expect("presence.update")) == ("c1", "alice", "online")
+    bob = await _joined(gateway, "bob", "c1")
+    assert _presence(await alice.expect("presence.update")) == ("c1", "bob", "online")
+    bob_laptop = await _joined(gateway, "bob", "c1")
+    await bob.send("presence.query", {"conversation_id": "c1"})
+    state = await bob.expect("presence.state")
+    assert state["payload"] == {"conversation_id": "c1", "user_ids": ["alice", "bob"]}
+    await bob_laptop.send("unsubscribe", {"conversation_ids": ["c1"]})
+    await bob_laptop.expect("unsubscribed")
+    # bob's other session is still there: no offline for him yet
+    assert [f for f in await alice.silent(0.3) if f["type"] == "presence.update"] == []
+    await bob.send("unsubscribe", {"conversation_ids": ["c1"]})
+    assert _presence(await alice.expect("presence.update")) == ("c1", "bob", "offline")
+    assert [f for f in await alice.silent(0.3) if f["type"] == "presence.update"] == []
+
+
+async def test_offline_comes_after_the_grace_period_unless_the_session_resumes(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(presence_grace_s=0.6)
+    alice = await _joined(gateway, "alice", "c1")
+    bob = await Client.connect(gateway)
+    session = (await bob.auth("bob"))["session_id"]
+    await bob.subscribe("c1")
+    await alice.expect("presence.update")
+    await alice.expect("presence.update")  # bob online
+    await bob.close()
+    bob = await Client.connect(gateway)
+    assert (await bob.auth("bob", session_id=session))["resumed"] is True
+    assert [f for f in await alice.silent(1.0) if f["type"] == "presence.update"] == []
+    await bob.close()
+    offline = await alice.expect("presence.update", timeout=3)
+    assert _presence(offline) == ("c1", "bob", "offline")
+
+
+async def test_typing_reaches_others_but_never_the_typist(gateway: GatewayProcess) -> None:
+    alice = await _joined(gateway, "alice", "c1")
+    alice_phone = await _joined(gateway, "alice", "c1")
+    bob = await _joined(gateway, "bob", "c1")
+    await alice.send("typing", {"conversation_id": "c1"})
+    start = await bob.expect("typing.start")
+    assert start["payload"] == {"conversation_id": "c1", "user_id": "alice"}
+    await alice.send("typing", {"conversation_id": "c1"})  # a repeat only refreshes
+    assert [f for f in await bob.silent(0.3) if f["type"].startswith("typing")] == []
+    for own in (alice, alice_phone):
+        assert [f for f in await own.silent(0.1) if f["type"].startswith("typing")] == []
+
+
+async def test_typing_stops_after_ttl(start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(typing_ttl_s=0.5)
+    alice = await _joined(gateway, "alice", "c1")
+    bob = await _joined(gateway, "bob", "c1")
+    await alice.send("typing", {"conversation_id": "c1"})
+    await bob.expect("typing.start")
+    stop = await bob.expect("typing.stop", timeout=2)
+    assert stop["payload"] == {"conversation_id": "c1", "user_id": "alice"}
+
+
+async def test_typing_stops_at_once_when_the_typist_sends_a_message(gateway: GatewayProcess) -> None:
+    alice = await _joined(gateway, "alice", "c1")
+    bob = await _joined(gateway, "bob", "c1")
+    await alice.send("typing", {"conversation_id": "c1"})
+    await bob.expect("typing.start")
+    message = {"conversation_id": "c1", "message": {"id": "m1", "sender_id": "alice", "content": "hi"}}
+    assert gateway.http("POST", "/publish", {"channel": "conv:c1", "type": "message.new",
+                                             "payload": message})[0] == 202
+    assert (await bob.next())["type"] == "message.new"
+    stop = await bob.next(timeout=1)
+    assert stop == {"type": "typing.stop", "payload": {"conversation_id": "c1", "user_id": "alice"}}
+
+
+async def test_typing_stops_when_the_typists_last_session_leaves(gateway: GatewayProcess) -> None:
+    alice = await _joined(gateway, "alice", "c1", "c2")
+    bob = await _joined(gateway, "bob", "c1", "c2")
+    await alice.send("typing", {"conversation_id": "c1"})
+    await alice.send("typing", {"conversation_id": "c2"})
+    await bob.expect("typing.start")
+    await bob.expect("typing.start")
+    await alice.send("unsubscribe", {"conversation_ids": ["c1"]})
+    assert (await bob.expect("typing.stop"))["payload"] == {"conversation_id": "c1", "user_id": "alice"}
+    await alice.close()
+    assert (await bob.expect("typing.stop"))["payload"] == {"conversation_id": "c2", "user_id": "alice"}
