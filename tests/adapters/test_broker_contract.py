@@ -10,18 +10,34 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import ujson
 
 from tests.support.redis import WAIT_S, RecordingSink, eventually, run
 from tornado_gw.adapters.memory import MemoryBroker
+from tornado_gw.adapters.redis_broker import RedisBroker
+from tornado_gw.adapters.redis_publisher import RedisPublisher
 from tornado_gw.ports import Broker
+from tornado_gw.settings import Settings
 
 BrokerFactory = Callable[[], Broker]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def new_broker(request: pytest.FixtureRequest) -> BrokerFactory:
     """A factory of fresh, unstarted brokers of one implementation."""
-    return MemoryBroker
+    if request.param == "memory":
+        return MemoryBroker
+    settings = redis_settings(request)
+    return lambda: RedisBroker(settings)
+
+
+def redis_settings(request: pytest.FixtureRequest) -> Settings:
+    return Settings(
+        redis_host=request.getfixturevalue("redis_host"),
+        prefix=request.getfixturevalue("redis_prefix"),
+        probe_interval_s=0.2,
+        probe_timeout_s=1.0,
+    )
 
 
 @asynccontextmanager
@@ -107,3 +123,28 @@ def test_broker_subscribe_on_a_live_channel_reports_ready_again(new_broker: Brok
             assert False not in sink.statuses()
 
     run(scenario(), timeout=2 * WAIT_S)
+
+
+# --- Redis only: between instances ------------------------------------------------------------
+
+
+def test_redis_brokers_fan_out_between_instances_of_one_prefix_only(request: pytest.FixtureRequest) -> None:
+    settings = redis_settings(request)
+    other_tenant = Settings(redis_host=settings.redis_host, prefix=settings.prefix + "other:")
+
+    async def scenario() -> None:
+        async with _started(lambda: RedisBroker(settings)) as (sender, sender_sink), \
+                _started(lambda: RedisBroker(settings)) as (receiver, sink), \
+                _started(lambda: RedisBroker(other_tenant)) as (stranger, stranger_sink):
+            await _ready(receiver, sink, "conv:shared")
+            await _ready(stranger, stranger_sink, "conv:shared")
+            await sender.publish("conv:shared", b"one")
+            assert await RedisPublisher(sender).publish("conv:shared", "message.new", {"a": 1}) == {}
+            await eventually(lambda: len(sink.messages("conv:shared")) == 2, "both frames at the receiver")
+            first, second = sink.messages("conv:shared")
+            assert first == b"one"
+            assert ujson.loads(second) == {"type": "message.new", "payload": {"a": 1}}  # no seq
+            assert sender_sink.messages("conv:shared") == []  # not subscribed there
+            assert stranger_sink.messages("conv:shared") == []  # another prefix is another tenant
+
+    run(scenario())

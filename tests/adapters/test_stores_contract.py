@@ -25,7 +25,10 @@ from tornado_gw.adapters.memory import (
     MemorySessions,
     MemoryTyping,
 )
+from tornado_gw.adapters.redis_broker import redis_client
+from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
 from tornado_gw.ports import ReplayGap, SessionSnapshot
+from tornado_gw.settings import Settings
 
 Handles = tuple[Any, Any]
 OpenStores = Callable[[str], AbstractAsyncContextManager[Handles]]
@@ -37,10 +40,28 @@ async def _memory(kind: str) -> AsyncIterator[Handles]:
     yield store, store
 
 
-@pytest.fixture(params=["memory"])
+_REDIS_STORES = {"sessions": RedisSessions, "presence": RedisPresence, "typing": RedisTyping}
+
+
+@pytest.fixture(params=["memory", "redis"])
 def open_stores(request: pytest.FixtureRequest) -> OpenStores:
     """``open_stores(kind)`` -> async context of two handles on one store."""
-    return _memory
+    if request.param == "memory":
+        return _memory
+    settings = Settings(redis_host=request.getfixturevalue("redis_host"),
+                        prefix=request.getfixturevalue("redis_prefix"))
+
+    @asynccontextmanager
+    async def _redis(kind: str) -> AsyncIterator[Handles]:
+        first = _REDIS_STORES[kind].from_settings(settings)
+        second = _REDIS_STORES[kind].from_settings(settings)
+        try:
+            yield first, second
+        finally:
+            await first.close()
+            await second.close()
+
+    return _redis
 
 
 # --- sessions -------------------------------------------------------------------------------
@@ -201,6 +222,17 @@ def test_presence_concurrent_leaves_report_offline_once(open_stores: OpenStores)
     run(scenario())
 
 
+def test_presence_expire_drains_more_conversations_than_one_batch(open_stores: OpenStores) -> None:
+    async def scenario() -> None:
+        async with open_stores("presence") as (presence, other):
+            for n in range(1200):
+                await presence.join(f"c{n}", "u", "s", 100.0)
+            assert len(await other.expire(100.0)) == 1200
+            assert await presence.expire(100.0) == []
+
+    run(scenario())
+
+
 # --- typing ---------------------------------------------------------------------------------
 
 
@@ -242,6 +274,33 @@ def test_typing_expire_reports_each_entry_to_one_caller(open_stores: OpenStores)
             assert sorted(first + second) == sorted(expected)
 
     run(scenario())
+
+
+# --- Redis only ----------------------------------------------------------------------------
+
+
+def test_redis_snapshot_keys_all_carry_a_ttl(redis_host: str, redis_prefix: str) -> None:
+    """Garbage collection: no key under the prefix lives forever (docs/redis.md)."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+
+    async def scenario() -> dict[bytes, int]:
+        client = redis_client(settings)
+        stores = [RedisSessions(client, redis_prefix), RedisPresence(client, redis_prefix),
+                  RedisTyping(client, redis_prefix)]
+        sessions, presence, typing = stores
+        try:
+            await sessions.save(SessionSnapshot("s1", "u1", ("c1",)), 120)
+            await presence.join("c1", "u1", "s1", 100.0)
+            await presence.refresh([("c1", "u1", "s1")], 200.0)
+            await typing.start("c1", "u1", 100.0)
+            return {key: await client.pttl(key) async for key in client.scan_iter(match=redis_prefix + "*")}
+        finally:
+            await client.aclose()
+
+    ttls = run(scenario())
+    assert sorted(key.decode()[len(redis_prefix):] for key in ttls) == [
+        "presence:c1", "presence_due", "presence_users:c1", "session:s1", "typing:c1", "typing_due"]
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
 
 
 # --- the in-process event log (embedded default) ----------------------------------------------

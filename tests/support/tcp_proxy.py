@@ -1,0 +1,109 @@
+"""A TCP proxy the test controls, to make Redis go away without touching Redis.
+
+Modes:
+- ``restore()``: forward both ways (the start state).
+- ``cut()``: close every current connection and stop listening, so new ones are
+  refused, as when the server is down.
+- ``blackhole()``: keep connections open and accept new ones, but forward
+  nothing, as a half-open connection or a dropped route (PITFALLS 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+
+class _Link:
+    """One client connection and its upstream twin."""
+
+    def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
+        self.writers = (client, upstream)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class TcpProxy:
+    """``async with TcpProxy("127.0.0.1:6379") as proxy``; point clients at ``proxy.address``."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._target = (host, int(port))
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._links: set[_Link] = set()
+        self.forwarding = True
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def open_links(self) -> int:
+        """Client connections currently open through the proxy."""
+        return len(self._links)
+
+    async def __aenter__(self) -> TcpProxy:
+        await self._listen()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.cut()
+
+    async def cut(self) -> None:
+        self.forwarding = False
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # stop accepting first; wait_closed (3.12+) waits for the links too
+        await self._close_links()
+        if server is not None:
+            await server.wait_closed()
+
+    async def blackhole(self) -> None:
+        self.forwarding = False
+
+    async def restore(self) -> None:
+        """Forward again; connections that were blackholed are closed (their bytes are lost)."""
+        if not self.forwarding:
+            await self._close_links()
+        self.forwarding = True
+        if self._server is None:
+            await self._listen()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def _close_links(self) -> None:
+        links, self._links = list(self._links), set()
+        for link in links:
+            link.close()
+        await asyncio.gather(*(task for link in links for task in link.tasks), return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        link = _Link(writer, up_writer)
+        self._links.add(link)
+        link.tasks = [
+            asyncio.create_task(self._pump(reader, up_writer, link)),
+            asyncio.create_task(self._pump(up_reader, writer, link)),
+        ]
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if self.forwarding:
+                    writer.write(data)
+                    await writer.drain()
+        link.close()
+        self._links.discard(link)
