@@ -150,6 +150,19 @@ def test_presence_expires_per_session_not_per_user(open_stores: OpenStores) -> N
     run(scenario())
 
 
+def test_presence_refresh_can_pull_the_expiry_in(open_stores: OpenStores) -> None:
+    async def scenario() -> None:
+        async with open_stores("presence") as (presence, other):
+            await presence.join("c1", "alice", "s1", 300.0)
+            await other.refresh([("c1", "alice", "s1")], 120.0)  # disconnected: grace period only
+            assert await presence.online("c1", 119.0) == ["alice"]
+            assert await other.expire(119.0) == []
+            assert await presence.expire(120.0) == [("c1", "alice")]
+            assert await presence.online("c1", 100.0) == []
+
+    run(scenario())
+
+
 def test_presence_online_hides_expired_sessions_before_expire_runs(open_stores: OpenStores) -> None:
     async def scenario() -> None:
         async with open_stores("presence") as (presence, _):

@@ -187,15 +187,20 @@ class RedisPresence(_ExpiringStore):
             return bool(await self._leave(keys=keys, args=[user_id, session_id, repr(now)]))
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
-        """ZADD XX GT: never re-creates a session that left or expired, never shortens one."""
+        """Set the expiry, earlier or later (a disconnect pulls it in to the grace period).
+
+        ZADD XX never re-creates a session that left or expired; the due index
+        takes the new score only when lower, so it stays a lower bound."""
         if not entries:
             return
         pipe = self._redis.pipeline(transaction=False)
+        due = presence_due_key(self._prefix)
         for conversation_id, user_id, session_id in entries:
-            pipe.zadd(self._zset(conversation_id), {f"{user_id}|{session_id}": expires_at}, xx=True, gt=True)
+            pipe.zadd(self._zset(conversation_id), {f"{user_id}|{session_id}": expires_at}, xx=True)
+            pipe.zadd(due, {conversation_id: expires_at}, lt=True)
             pipe.pexpire(self._zset(conversation_id), self._gc_ms)
             pipe.pexpire(self._users(conversation_id), self._gc_ms)
-        pipe.pexpire(presence_due_key(self._prefix), self._gc_ms)
+        pipe.pexpire(due, self._gc_ms)
         with unavailable("presence refresh"):
             await pipe.execute()
 
