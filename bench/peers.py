@@ -1,0 +1,146 @@
+"""The servers under test: how to start, probe and stop each peer.
+
+Every peer speaks to Redis at ``REDIS_HOST`` under its own fresh prefix and listens on
+127.0.0.1 at a free port; all of them take the same JWTs (HS256, ``sub`` = user id).
+A peer that cannot run here (no Node, npm install failed, tornado_gw not written yet)
+is reported as skipped with the reason instead of failing the bench.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import procstat
+from bench.workload import JWT_SECRET
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_DIR = REPO / "bench" / "peers"
+REDIS_HOST = os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379")
+# tornado_gw settings (WSGATEWAY_ + name) lifted so the limits never shape the figures.
+GW_LIMITS = {
+    "WSGATEWAY_RATE_LIMIT_PER_S": "100000", "WSGATEWAY_RATE_LIMIT_BURST": "100000",
+    "WSGATEWAY_IDLE_TIMEOUT_S": "3600", "WSGATEWAY_AUTH_TIMEOUT_S": "300",
+    "WSGATEWAY_OUTBOUND_BUFFER_BYTES": str(64 * 1024 * 1024), "WSGATEWAY_MAX_SUBSCRIPTIONS": "1000",
+}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A server kind: its command line, wire protocol and WebSocket path."""
+
+    name: str
+    protocol: str  # "gw" (CONTRACT §3 JSON frames) or "sio" (Socket.IO 4 over engine.io v4)
+    ws_path: str
+
+    def unavailable(self) -> str | None:
+        """Why this peer cannot run on this machine, or None."""
+        if self.name == "socketio":
+            if shutil.which("node") is None:
+                return "node not found"
+            if not (PEERS_DIR / "socketio" / "node_modules" / "socket.io").is_dir():
+                return "npm packages not installed (bash bench/run.sh installs them)"
+        if self.name == "tornado_gw" and not (REPO / "tornado_gw" / "__main__.py").is_file():
+            return "tornado_gw/__main__.py not found"
+        return None
+
+    def command(self, port: int, prefix: str) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "REDIS_HOST": REDIS_HOST, "JWT_SECRET": JWT_SECRET,
+               "WSGATEWAY_PREFIX": prefix, "MODE": "development", "LOGGER_LEVEL": "warning"}
+        if self.name == "naive":
+            script = str(PEERS_DIR / "naive_tornado.py")
+            return [sys.executable, script, f"--port={port}", "--logging=warning"], env
+        if self.name == "socketio":
+            env["SIO_KEY"] = prefix + "socket.io"
+            return ["node", str(PEERS_DIR / "socketio" / "server.js"), f"--port={port}"], env
+        env.update(GW_LIMITS)
+        env.pop("POSTGRES_DSN", None)  # Redis-only deployment: no outbox, no membership table
+        return [gw_python(), "-m", "tornado_gw", f"--port={port}"], env
+
+
+PEERS = {
+    "tornado_gw": Peer("tornado_gw", "gw", "/ws"),
+    "naive": Peer("naive", "gw", "/ws"),
+    "socketio": Peer("socketio", "sio", "/socket.io/?EIO=4&transport=websocket"),
+}
+
+
+def gw_python() -> str:
+    """The interpreter for tornado_gw: BENCH_GW_PYTHON, else the project's .venv, else ours."""
+    candidate = REPO / ".venv" / "bin" / "python"
+    return os.environ.get("BENCH_GW_PYTHON") or (str(candidate) if candidate.exists() else sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningPeer:
+    """A started server process; ``stop()`` always ends it."""
+
+    def __init__(self, peer: Peer, log_path: Path, start_timeout_s: float = 30.0) -> None:
+        self.peer = peer
+        self.port = free_port()
+        self.prefix = f"bench{uuid.uuid4().hex[:8]}:"
+        self.log_path = log_path
+        argv, env = peer.command(self.port, self.prefix)
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_listening(start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{self.peer.ws_path}"
+
+    def _wait_listening(self, timeout_s: float) -> None:
+        """Poll until any HTTP answer comes back; fail fast if the process dies."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.peer.name} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answered: listening
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.peer.name} not listening after {timeout_s:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, limit: int = 300) -> str:
+        """The last lines of the server's output (a traceback's last line names the error)."""
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " / ".join(line.strip() for line in lines[-3:])[-limit:] or "(no output)"
+
+    def cpu_us(self) -> float:
+        return procstat.tree_cpu_us(self.proc.pid)
+
+    def rss_bytes(self) -> int:
+        return procstat.tree_rss_bytes(self.proc.pid)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it past ``timeout_s``."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout_s)
