@@ -1,0 +1,112 @@
+"""The relay's pure decisions: how a batch is numbered, what a frame looks like.
+
+No I/O and no clock here; ``relay/worker.py`` reads rows, asks this module what
+to publish, and writes the answer back (rules in ``relay/sql.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ujson
+
+from tornado_gw.core.ids import is_valid_channel
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row as the relay reads it; ``seq`` is None until numbered."""
+
+    row_id: int
+    channel: str
+    event_type: str
+    payload: Any
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A numbered row, ready to PUBLISH on ``channel`` (no prefix)."""
+
+    row_id: int
+    seq: int
+    channel: str
+    frame: bytes
+
+
+def build_frame(event_type: str, payload: Any, seq: int) -> bytes:
+    """The client frame of an outbox event (CONTRACT §3): ``{"type", "payload", "seq"}``."""
+    frame = {"type": event_type, "payload": payload, "seq": seq}
+    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def number(rows: Sequence[OutboxRow], last_seq: int) -> list[Delivery]:
+    """Give unnumbered ``rows`` the seqs after ``last_seq``, in ``row_id`` order.
+
+    Args:
+        rows: unnumbered rows in increasing ``row_id`` order, as claimed.
+        last_seq: the highest seq ever assigned (0 for an empty outbox).
+
+    Raises:
+        ValueError: a row is already numbered or out of order; numbering it
+            again would give one event two seqs.
+    """
+    deliveries = []
+    previous_id: int | None = None
+    for offset, row in enumerate(rows, start=1):
+        if row.seq is not None:
+            raise ValueError(f"can't number row {row.row_id}: it already has seq {row.seq}")
+        if previous_id is not None and row.row_id <= previous_id:
+            raise ValueError(f"can't number row {row.row_id}: rows must come in increasing id order")
+        previous_id = row.row_id
+        seq = last_seq + offset
+        deliveries.append(_delivery(row, seq))
+    return deliveries
+
+
+def renumbered(rows: Sequence[OutboxRow]) -> list[Delivery]:
+    """Deliveries for rows numbered before (a relay died before marking them),
+    with the seq they already have, in seq order: a repeat is a duplicate the
+    client drops by seq, never a second number for one event.
+
+    Raises:
+        ValueError: a row has no seq.
+    """
+    deliveries = []
+    for row in rows:
+        if row.seq is None:
+            raise ValueError(f"can't republish row {row.row_id}: it has no seq yet")
+        deliveries.append(_delivery(row, row.seq))
+    return sorted(deliveries, key=lambda delivery: delivery.seq)
+
+
+def _delivery(row: OutboxRow, seq: int) -> Delivery:
+    return Delivery(row.row_id, seq, row.channel, build_frame(row.event_type, row.payload, seq))
+
+
+def publishable(deliveries: Sequence[Delivery]) -> tuple[list[Delivery], list[Delivery]]:
+    """Split into (valid channel, invalid channel). A row whose channel is not
+    ``conv:<id>``/``user:<id>`` keeps its seq and is marked published, but is never
+    sent: no outbox row can reach another channel or a pattern (CONTRACT §6), and
+    one bad row must not stall the ones behind it."""
+    valid = [delivery for delivery in deliveries if is_valid_channel(delivery.channel)]
+    invalid = [delivery for delivery in deliveries if not is_valid_channel(delivery.channel)]
+    return valid, invalid
+
+
+def backoff_s(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> float:
+    """Delay before retry number ``attempt`` (1, 2, ...): capped exponential with
+    "equal jitter", so a fleet of relays and gateways does not retry in step.
+
+    Args:
+        jitter: a number in [0, 1) from the caller's random source.
+    """
+    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + ceiling / 2 * jitter
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line (libpq messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,136 @@
+"""The outbox SQL, and the names every Postgres module derives from the settings.
+
+Rules that make CONTRACT §4 hold (the code relies on each of them):
+
+1. Only the active relay writes ``seq`` and ``published_at``, and only on the
+   session that holds the relay's advisory lock (one relay at a time).
+2. Rows are claimed by ``seq IS NULL``, never by ``id > last id`` (PITFALLS 3).
+3. A batch is numbered ``max(seq) + 1 ...`` in ``id`` order and that is
+   COMMITTED before any frame is published, so a frame published twice (a relay
+   killed between PUBLISH and the ``published_at`` update) carries the same seq.
+4. Numbered seqs are contiguous and become visible a whole batch at a time, so
+   the numbered rows are always ``[min(seq), max(seq)]`` with no hole.
+5. Retention deletes only a prefix of that range and always keeps the newest
+   numbered row, so ``max(seq) + 1`` keeps increasing and ``min(seq)`` tells a
+   replay whether the events it asks for were trimmed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from tornado_gw.settings import Settings
+
+# 48 leaves room for the suffixes of derived names within Postgres' 63-byte limit.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+NOTIFY_FUNCTION = sql.Identifier("tornado_gw_outbox_notify")
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The identifiers of one outbox/members pair, validated."""
+
+    outbox: sql.Identifier
+    members: sql.Identifier
+    unpublished_index: sql.Identifier
+    channel_seq_index: sql.Identifier
+    notify_trigger: sql.Identifier
+    notify_channel: str
+    lock_key: int
+
+    def render(self, template: sql.SQL) -> sql.Composed:
+        """``template`` with ``{outbox}``, ``{members}``... filled in."""
+        return template.format(
+            outbox=self.outbox,
+            members=self.members,
+            unpublished_index=self.unpublished_index,
+            channel_seq_index=self.channel_seq_index,
+            notify_trigger=self.notify_trigger,
+            notify_channel=sql.Identifier(self.notify_channel),
+            notify_channel_text=sql.Literal(self.notify_channel),
+            notify_function=NOTIFY_FUNCTION,
+        )
+
+
+def table_name(setting: str, value: str) -> str:
+    """``value`` if it is a plain table name; else ValueError naming ``setting``."""
+    if not _TABLE_NAME.fullmatch(value):
+        raise ValueError(
+            f"{setting}: {value!r} is not a valid table name "
+            "(a letter or _, then letters, digits or _; at most 48 characters)"
+        )
+    return value
+
+
+def names(settings: Settings) -> Names:
+    """The validated names for ``settings``. Raises ValueError naming the bad setting."""
+    outbox = table_name("outbox_table", settings.outbox_table)
+    members = table_name("members_table", settings.members_table)
+    digest = hashlib.sha256(f"tornado_gw.relay:{outbox}".encode()).digest()
+    return Names(
+        outbox=sql.Identifier(outbox),
+        members=sql.Identifier(members),
+        unpublished_index=sql.Identifier(f"{outbox}_unpublished_idx"),
+        channel_seq_index=sql.Identifier(f"{outbox}_channel_seq_idx"),
+        notify_trigger=sql.Identifier(f"{outbox}_notify"),
+        notify_channel=f"{outbox}_inserted",
+        # One relay per outbox table per database: advisory locks are per database.
+        lock_key=int.from_bytes(digest[:8], "big", signed=True),
+    )
+
+
+# Rule 1. A session-level lock, taken on the same session that numbers and
+# marks rows: if that session dies the lock goes with it, and every statement
+# that writes seq ran while the lock was held. "try" so a standby can poll,
+# log once, and stop on SIGTERM instead of sitting in a server-side wait.
+TRY_LOCK = sql.SQL("SELECT pg_try_advisory_lock(%(key)s)")
+
+LISTEN = sql.SQL("LISTEN {notify_channel}")
+
+# Rule 2, the hardest line. A BIGSERIAL id is taken at INSERT time but the row
+# becomes visible at COMMIT, so transaction A may take id 7, transaction B id 8,
+# and B commit first. A relay that remembered "published up to id 8" would never
+# see 7. Claiming by "seq IS NULL" picks 7 up whenever it becomes visible, and
+# gives it the next seq then: seq follows publish order, not insert order, so
+# no client that has seen seq N can later receive a lower seq.
+# Rule 3: the max is read in the same transaction that assigns, under the lock.
+CLAIM_UNNUMBERED = sql.SQL(
+    "SELECT (SELECT coalesce(max(seq), 0) FROM {outbox}), id, channel, event_type, payload "
+    "FROM {outbox} WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
+)
+
+ASSIGN_SEQ = sql.SQL(
+    "UPDATE {outbox} AS o SET seq = v.seq "
+    "FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[]) AS v(id, seq) WHERE o.id = v.id"
+)
+
+MARK_PUBLISHED = sql.SQL("UPDATE {outbox} SET published_at = now() WHERE id = ANY(%(ids)s)")
+
+# Rule 3, recovery: rows numbered by a relay that died before marking them.
+# They are published again with the seq they already have, in seq order,
+# before anything new is numbered.
+NUMBERED_UNPUBLISHED = sql.SQL(
+    "SELECT id, channel, event_type, payload, seq FROM {outbox} "
+    "WHERE published_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT %(limit)s"
+)
+
+# Rule 5. Everything below the horizon may go: the lowest seq that is still
+# young or unpublished, or else the newest seq (which is always kept).
+RETENTION_HORIZON = sql.SQL(
+    "SELECT coalesce("
+    "(SELECT min(seq) FROM {outbox} WHERE seq IS NOT NULL AND (published_at IS NULL "
+    "OR published_at >= now() - make_interval(secs => %(retention_s)s))), "
+    "(SELECT max(seq) FROM {outbox}))"
+)
+
+# Small batches in seq order: short transactions, and the prefix rule holds
+# after every one of them.
+DELETE_BELOW = sql.SQL(
+    "DELETE FROM {outbox} WHERE seq IN "
+    "(SELECT seq FROM {outbox} WHERE seq < %(horizon)s ORDER BY seq LIMIT %(limit)s)"
+)

@@ -1,0 +1,322 @@
+"""``python -m tornado_gw relay``: the outbox relay, Postgres outbox -> Redis Pub/Sub.
+
+Theory of operation (the rules it relies on are in ``relay/sql.py``):
+
+- One session holds the relay's advisory lock; a standby polls for it every
+  ``LOCK_RETRY_S`` and takes over as soon as the holder's session ends (process
+  killed, host gone, SIGTERM).
+- On taking over, rows numbered but never marked published are published
+  again first, with the seq they already have.
+- Then, in a loop: number a batch and COMMIT; PUBLISH its frames in one Redis
+  pipeline; mark them published. A crash anywhere leaves rows either unnumbered
+  (numbered later) or numbered and unmarked (published again, same seq).
+- It wakes on NOTIFY from the outbox trigger (a second connection LISTENs) and,
+  as a fallback, every ``relay_poll_interval_s``.
+- Retention deletes published rows older than ``outbox_retention_s``.
+- Redis or Postgres down: retry with capped exponential backoff and jitter,
+  one log line per state change, nothing lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import psycopg
+import redis.asyncio
+import ujson
+from psycopg.types.json import set_json_loads
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from tornado_gw.relay import sql
+from tornado_gw.relay.plan import Delivery, OutboxRow, backoff_s, number, one_line, publishable, renumbered
+from tornado_gw.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_RETRY_S = 0.5  # how soon a standby notices that the active relay is gone
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 5.0
+RETENTION_BATCH = 1000
+RETENTION_BATCHES_PER_PASS = 10  # then publishing resumes; the rest waits for the next pass
+STATEMENT_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 5
+# A dead peer is noticed in ~10 s even while the session is idle.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+DEPENDENCY_ERRORS = (psycopg.Error, OSError)
+_ROLE_LINES = {
+    "active": "= relay lock acquired: this relay is active for %s",
+    "standby": "= another relay is active for %s; standing by",
+}
+
+
+class _Dependency:
+    """Tracks one dependency so that the log has one line per state change, not per retry."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> int:
+        """Record a failure; returns the retry attempt number (1, 2, ...)."""
+        if not self.failures:
+            log.warning("! %s failed, retrying with backoff: %s", self.name, one_line(exc))
+        self.failures += 1
+        return self.failures
+
+    def recovered(self) -> None:
+        if self.failures:
+            log.info("= %s recovered after %d failed attempts", self.name, self.failures)
+        self.failures = 0
+
+
+class Relay:
+    """The relay loop. ``await relay.run(stop)`` serves until ``stop`` is set;
+    then ``await relay.close()``. Several may run: one is active, the others stand by."""
+
+    def __init__(self, settings: Settings, *, rand: Callable[[], float] = random.random) -> None:
+        self._settings = settings
+        self._names = sql.names(settings)
+        self._rand = rand
+        self._redis = _redis_client(settings)
+        self._postgres_state = _Dependency("postgres")
+        self._redis_state = _Dependency("redis")
+        self._wake = asyncio.Event()
+        self._pending: list[Delivery] = []  # numbered and committed, not yet marked published
+        self._recovering = True
+        self._next_retention = 0.0
+        self._role = ""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set. Outages are retried, never raised."""
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+            except DEPENDENCY_ERRORS as exc:
+                attempt = self._postgres_state.failed(exc)
+                await _wait(self._backoff_s(attempt), stop)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        """One Postgres session: wait for the lock, then lead until stopped or broken.
+        Closing the session (normally or not) releases the lock."""
+        async with await _connect(self._settings) as conn:
+            await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            if not await self._acquire_lock(conn, stop):
+                return
+            listener = asyncio.create_task(self._listen())
+            try:
+                await self._lead(conn, stop)
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _acquire_lock(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            cur = await conn.execute(sql.TRY_LOCK, {"key": self._names.lock_key})
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                self._become("active")
+                return True
+            self._postgres_state.recovered()
+            self._become("standby")
+            await _wait(LOCK_RETRY_S, stop)
+        return False
+
+    def _become(self, role: str) -> None:
+        """Log the role once per change, not once per session or retry."""
+        if role != self._role:
+            self._role = role
+            log.info(_ROLE_LINES[role], self._settings.outbox_table)
+
+    async def _lead(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        self._pending = []
+        self._recovering = True
+        while not stop.is_set():
+            self._wake.clear()  # cleared before looking, so a NOTIFY meanwhile is not lost
+            published = await self._step(conn, stop)
+            await self._expire(conn)
+            if published < self._settings.relay_batch_size:
+                await _wait(self._settings.relay_poll_interval_s, stop, self._wake)
+
+    async def _step(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> int:
+        """Publish one batch and mark it; returns how many rows (0: nothing to do or stopping)."""
+        if not self._pending:
+            self._pending = await self._claim(conn)
+            self._postgres_state.recovered()
+        batch = self._pending
+        if not batch or not await self._publish(batch, stop):
+            return 0
+        await conn.execute(self._names.render(sql.MARK_PUBLISHED), {"ids": [d.row_id for d in batch]})
+        self._pending = []
+        log.debug("> published %d frames, seq %d..%d", len(batch), batch[0].seq, batch[-1].seq)
+        return len(batch)
+
+    async def _claim(self, conn: psycopg.AsyncConnection) -> list[Delivery]:
+        """The next batch: first rows a dead relay numbered but never marked, then new rows
+        numbered here. The numbering is committed before this returns (rule 3)."""
+        limit = {"limit": self._settings.relay_batch_size}
+        if self._recovering:
+            cur = await conn.execute(self._names.render(sql.NUMBERED_UNPUBLISHED), limit)
+            numbered = [OutboxRow(*row) for row in await cur.fetchall()]
+            if numbered:
+                log.info("= publishing %d numbered rows again, with their seq", len(numbered))
+                return renumbered(numbered)
+            self._recovering = False
+        async with conn.transaction():
+            cur = await conn.execute(self._names.render(sql.CLAIM_UNNUMBERED), limit)
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            deliveries = number([OutboxRow(*row[1:]) for row in rows], last_seq=rows[0][0])
+            await conn.execute(
+                self._names.render(sql.ASSIGN_SEQ),
+                {"ids": [d.row_id for d in deliveries], "seqs": [d.seq for d in deliveries]},
+            )
+        return deliveries
+
+    async def _publish(self, batch: list[Delivery], stop: asyncio.Event) -> bool:
+        """PUBLISH the batch, retrying until Redis takes it; False when stopped first."""
+        valid, invalid = publishable(batch)
+        for delivery in invalid:
+            log.warning("! outbox row %d has an invalid channel %r: seq %d kept, not published",
+                        delivery.row_id, delivery.channel, delivery.seq)
+        while True:
+            try:
+                await self._pipeline(valid)
+            except (RedisError, OSError) as exc:
+                attempt = self._redis_state.failed(exc)
+            else:
+                self._redis_state.recovered()
+                return True
+            if await _wait(self._backoff_s(attempt), stop):
+                return False
+
+    async def _pipeline(self, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        prefix = self._settings.prefix
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for delivery in deliveries:
+                pipe.publish(prefix + delivery.channel, delivery.frame)
+            await pipe.execute()
+
+    async def _listen(self) -> None:
+        """Set the wake event on every NOTIFY; reconnects quietly (polling covers the gaps)."""
+        attempt = 0
+        while True:
+            try:
+                async with await _connect(self._settings) as conn:
+                    await conn.execute(self._names.render(sql.LISTEN))
+                    attempt = 0
+                    self._wake.set()  # whatever committed before LISTEN took effect
+                    async for _notify in conn.notifies():
+                        self._wake.set()
+            except DEPENDENCY_ERRORS as exc:
+                log.debug("! relay listener: %s", one_line(exc))
+            attempt += 1
+            await asyncio.sleep(self._backoff_s(attempt))
+
+    async def _expire(self, conn: psycopg.AsyncConnection) -> None:
+        """Delete published rows past retention, a few small batches per pass (rule 5)."""
+        now = time.monotonic()
+        if now < self._next_retention:
+            return
+        retention_s = self._settings.outbox_retention_s
+        self._next_retention = now + min(60.0, max(0.1, retention_s / 2))
+        cur = await conn.execute(self._names.render(sql.RETENTION_HORIZON), {"retention_s": retention_s})
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return
+        deleted = 0
+        for _ in range(RETENTION_BATCHES_PER_PASS):
+            cur = await conn.execute(
+                self._names.render(sql.DELETE_BELOW), {"horizon": row[0], "limit": RETENTION_BATCH}
+            )
+            deleted += cur.rowcount
+            if cur.rowcount < RETENTION_BATCH:
+                break
+        if deleted:
+            log.debug("= retention deleted %d published rows below seq %d", deleted, row[0])
+
+    def _backoff_s(self, attempt: int) -> float:
+        return backoff_s(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S, jitter=self._rand())
+
+
+async def _connect(settings: Settings) -> psycopg.AsyncConnection:
+    conn = await psycopg.AsyncConnection.connect(
+        settings.postgres_dsn or "", autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **KEEPALIVES
+    )
+    set_json_loads(ujson.loads, conn)
+    return conn
+
+
+def _redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """No retries inside redis-py: the relay's own backoff decides, and logs."""
+    host, sep, port = (settings.redis_host or "").rpartition(":")
+    if not sep:
+        host, port = port, "6379"
+    return redis.asyncio.Redis(
+        host=host,
+        port=int(port),
+        password=settings.redis_password,
+        db=settings.redis_database,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=CONNECT_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def _wait(timeout_s: float, *events: asyncio.Event) -> bool:
+    """Sleep until ``timeout_s`` passes or one of ``events`` is set; True when
+    the first event (by convention ``stop``) is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return events[0].is_set()
+
+
+
+def config_problem(settings: Settings) -> str | None:
+    """Why the relay cannot start with ``settings``, or None."""
+    if not settings.postgres_dsn or not settings.redis_host:
+        return "the relay needs both POSTGRES_DSN and REDIS_HOST to be set"
+    try:
+        sql.names(settings)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def run(settings: Settings) -> int:
+    """CLI entry: serve until SIGTERM/SIGINT; 2 with one stderr line when misconfigured."""
+    problem = config_problem(settings)
+    if problem:
+        print(f"relay: {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    relay = Relay(settings)
+    try:
+        await relay.run(stop)
+    finally:
+        await relay.close()
