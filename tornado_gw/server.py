@@ -93,14 +93,14 @@ class GatewayServer:
             await asyncio.sleep(CLOSE_BATCH_INTERVAL_S)
         while self.registry.sockets and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(CLOSE_BATCH_INTERVAL_S)
-        await self.stop()
+        await self.stop(max(1.0, deadline - asyncio.get_running_loop().time()))
 
-    async def stop(self) -> None:
+    async def stop(self, flush_timeout_s: float) -> None:
         self.ticker.stop()
         if self.http_server is not None:
             self.http_server.stop()
         try:
-            await self.runner.stop()
+            await self.runner.stop(flush_timeout_s)
         except asyncio.TimeoutError:
             log.warning("! store writes still pending at exit")
         await self.wiring.close()

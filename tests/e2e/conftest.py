@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.harness import GatewayProcess
 
 # Short timers keep the suite fast; a test that checks a default leaves it unset.
-FAST = {"tick_interval_s": 0.05}
+FAST = {"tick_interval_s": 0.05, "shutdown_timeout_s": 1}
 
 
 @pytest.fixture

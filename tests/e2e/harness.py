@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,9 +33,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port below Linux's ephemeral range, so no client socket takes it meanwhile."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
 
 
 def token(user_id: str, ttl_s: float | None = 3600.0, secret: str = SECRET) -> str:
@@ -73,12 +80,21 @@ class GatewayProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, wait: bool = True) -> GatewayProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tornado_gw", self.command], cwd=ROOT,
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        if wait:
-            wait_until(lambda: self.http("GET", "/health")[0] == 200, f"gateway on {self.port} to start",
-                       check=self._still_running)
+        for attempt in range(3):
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "tornado_gw", self.command], cwd=ROOT,
+                                             env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            if not wait:
+                return self
+            try:
+                wait_until(lambda: self.http("GET", "/health")[0] == 200, f"gateway on {self.port} to start",
+                           check=self._still_running)
+                return self
+            except AssertionError:
+                if attempt == 2 or "Address already in use" not in self.logs():
+                    raise
+                self.port = free_port()  # another test's client took the port meanwhile
+                self.env["WSGATEWAY_PORT"] = str(self.port)
         return self
 
     def _still_running(self) -> None:
@@ -168,7 +184,9 @@ class Client:
 
     @classmethod
     async def connect(cls, gateway: GatewayProcess, **kwargs: Any) -> Client:
-        ws = await websockets.connect(gateway.ws_url, open_timeout=T, max_size=None, **kwargs)
+        # max_queue=None: the client reads on even when the test does not look (no TCP backpressure).
+        options = {"open_timeout": T, "max_size": None, "max_queue": None, **kwargs}
+        ws = await websockets.connect(gateway.ws_url, **options)
         return cls(ws)
 
     async def send(self, kind: str, payload: Any = None) -> None:

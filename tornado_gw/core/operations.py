@@ -13,7 +13,7 @@ from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.replay import merge_replay
-from tornado_gw.core.state import Connection, Gateway, Operation, Phase
+from tornado_gw.core.state import Connection, Gateway, Operation
 from tornado_gw.ports import LoggedEvent, SessionSnapshot
 
 Effects = list[fx.Effect]
@@ -136,12 +136,13 @@ def _send_ordered(conn: Connection, ordered: list[tuple[str, bytes, str]], out: 
         out.append(fx.Deliver((conn.conn_id,), data, kind))
 
 
-def save_session(state: Gateway, conn: Connection) -> fx.SaveSession:
-    """Snapshot for resume; while live it outlasts a crash by the resume window."""
+def save_session(state: Gateway, conn: Connection, live: bool = True) -> fx.SaveSession:
+    """Snapshot for resume: ``resume_window_s`` after a disconnect; while ``live``, long
+    enough to outlast a crash by the window (refreshed every ``presence_ttl_s / 3``)."""
     assert conn.user_id is not None and conn.session_id is not None
     limits = state.limits
     ttl = limits.resume_window_s
-    if conn.phase is Phase.AUTHENTICATED:
+    if live:
         ttl += limits.presence_ttl_s
     snapshot = SessionSnapshot(conn.session_id, conn.user_id, tuple(sorted(conn.conversations)))
     return fx.SaveSession(snapshot, ttl)

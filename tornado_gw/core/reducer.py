@@ -203,7 +203,7 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
         operations.remove_subscriber(state, channel, conn.conn_id, out)
     if conn.user_id is None or conn.session_id is None:
         return
-    out.append(operations.save_session(state, conn))
+    out.append(operations.save_session(state, conn, live=False))
     entries = tuple((cid, conn.user_id, conn.session_id) for cid in sorted(conn.conversations))
     if entries:
         out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))

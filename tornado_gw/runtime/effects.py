@@ -71,9 +71,9 @@ class EffectRunner:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run_serial())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float) -> None:
         """Finish the queued store effects (sessions saved on shutdown), then stop."""
-        await asyncio.wait_for(self._serial.join(), ADAPTER_TIMEOUT_S)
+        await asyncio.wait_for(self._serial.join(), timeout_s)
         if self._worker is not None:
             self._worker.cancel()
         for task in list(self._tasks):
