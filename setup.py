@@ -15,6 +15,7 @@ setup(
         "tornado>=6.4,<7",
         "redis>=5.0,<9",
         "psycopg[binary]>=3.1,<4",
+        "psycopg-pool>=3.2,<4",
         "pyjwt[crypto]>=2.8,<3",
         "ujson>=5.9,<7",
         "pyyaml>=6.0,<7",

@@ -20,6 +20,10 @@ from tornado_gw.adapters.memory import (
     MemorySessions,
     MemoryTyping,
 )
+from tornado_gw.adapters.pg_outbox import PgOutbox
+from tornado_gw.adapters.redis_broker import RedisBroker
+from tornado_gw.adapters.redis_publisher import RedisPublisher
+from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
 from tornado_gw.ports import LoggedEvent, Publisher, ReplayGap
 from tornado_gw.runtime.effects import Adapters
 from tornado_gw.settings import Settings
@@ -50,7 +54,29 @@ class NoDurableLog:
 async def build_wiring(settings: Settings) -> Wiring:
     if settings.redis_host is None:
         return _embedded(settings)
-    raise NotImplementedError("Redis wiring lands with the Redis adapters")
+    return await _clustered(settings)
+
+
+async def _clustered(settings: Settings) -> Wiring:
+    broker = RedisBroker(settings)
+    stores = (RedisSessions.from_settings(settings), RedisPresence.from_settings(settings),
+              RedisTyping.from_settings(settings))
+
+    async def broker_delivers() -> bool:
+        return broker.healthy  # proved by the broker's own probe round trips (PITFALLS 2)
+
+    checks: dict[str, Check] = {"redis": broker_delivers}
+    closers: list[Callable[[], Awaitable[None]]] = [broker.close, *(store.close for store in stores)]
+    if settings.postgres_dsn is None:
+        adapters = Adapters(broker, NoDurableLog(), *stores, AllowAllMembership())
+        return Wiring(adapters, RedisPublisher(broker), "Redis, no durable log", checks, closers)
+    outbox = PgOutbox(settings)
+    await outbox.open()
+    membership = outbox.membership if settings.authorization == "members" else AllowAllMembership()
+    adapters = Adapters(broker, outbox.log, *stores, membership)
+    checks["postgres"] = outbox.check
+    closers.append(outbox.close)
+    return Wiring(adapters, outbox.publisher, "Redis and Postgres outbox", checks, closers)
 
 
 def _embedded(settings: Settings) -> Wiring:
