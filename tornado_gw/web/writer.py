@@ -2,7 +2,8 @@
 
 Server frames are unmasked (RFC 6455 §5.1), so one event's frame bytes are the
 same for every recipient: the header is built once and the same ``bytes``
-object is handed to every stream. Tornado has no limit on a connection's
+object is handed to every stream, straight to the socket when nothing is
+queued for it. Tornado has no limit on a connection's
 write buffer (PITFALLS 6); ``IOStream.max_write_buffer_size`` is set to
 ``outbound_buffer_bytes`` and a stream that passes it is closed with 4009.
 """
@@ -76,10 +77,20 @@ class SocketRegistry:
         connection = socket.ws_connection if socket is not None else None
         if connection is None or connection.server_terminated:
             return
+        stream = connection.stream
         try:
-            connection.stream.write(frame)
+            if not stream.writing():
+                # Nothing queued: hand the bytes to the kernel directly. IOStream.write would
+                # allocate a Future per recipient (PITFALLS 12); only a remainder needs it.
+                sent = stream.write_to_fd(memoryview(frame))
+                if sent == len(frame):
+                    return
+                frame = frame[sent:]
+            stream.write(frame)
+        except BlockingIOError:
+            stream.write(frame)
         except StreamBufferFullError:
             log.info("! slow consumer closed", extra={"conn_id": conn_id})
             self._submit(CloseRequested(conn_id, CloseCode.SLOW_CONSUMER, "outbound buffer full", now()))
-        except StreamClosedError:
-            pass  # on_close follows and submits Disconnect
+        except (StreamClosedError, OSError):
+            pass  # the stream notices the broken socket; on_close submits Disconnect
