@@ -164,6 +164,15 @@ class ReplayLoaded:
 
 
 @dataclass(frozen=True, slots=True)
+class GapLoaded:
+    """Result of ``LoadGap``: what the broker lost, as broker messages (None: the log
+    could not be read)."""
+
+    messages: tuple[BrokerMessage, ...] | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceChanged:
     conversation_id: str
     user_id: str
@@ -190,6 +199,6 @@ class TypingChanged:
 Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
-    | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded
+    | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
     | PresenceChanged | PresenceListed | TypingChanged
 )

@@ -26,11 +26,12 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
     frame = cmd.frame
     if frame is None:
         return
+    if state.gaps_pending:
+        state.gap_held.append(cmd)  # newer than what the gap read will bring: wait for it
+        return
     channel = cmd.channel
-    seq = frame.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        seq = None
-    elif seq > state.channel_seq.get(channel, 0):
+    seq = _seq_of(frame)
+    if seq is not None and seq > state.channel_seq.get(channel, 0):
         state.channel_seq[channel] = seq
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
@@ -55,6 +56,30 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         targets.append(conn_id)
     if targets:
         out.append(fx.Deliver(targets, cmd.data, kind))
+
+
+def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:
+    """CONTRACT §6: what the broker lost, merged by seq with the live frames held
+    while it was read, once every outstanding gap read has answered. Delivering a
+    newer live frame first would make the connections drop the older lost ones
+    as already delivered."""
+    state.gaps_pending = max(0, state.gaps_pending - 1)
+    state.gap_held.extend(cmd.messages or ())
+    if state.gaps_pending:
+        return
+    held, state.gap_held = state.gap_held, []
+    for message in sorted(held, key=_numbered_first):  # stable: unnumbered keep their order, last
+        deliver_broker_message(state, message, out)
+
+
+def _seq_of(frame: dict[str, Any]) -> int | None:
+    seq = frame.get("seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _numbered_first(message: c.BrokerMessage) -> tuple[int, int]:
+    seq = _seq_of(message.frame) if message.frame is not None else None
+    return (1, 0) if seq is None else (0, seq)
 
 
 def _track_typing(state: Gateway, channel: str, kind: str, payload: Any, out: Effects) -> str | None:

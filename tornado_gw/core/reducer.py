@@ -16,7 +16,7 @@ from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames, operations
 from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions, Unauthenticated
-from tornado_gw.core.fanout import deliver_broker_message, tick
+from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import CloseCode, ErrorCode
 from tornado_gw.core.state import Connection, Gateway, Operation, Phase
@@ -265,6 +265,7 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
     state.broker_down = False
     after = tuple(sorted((ch, seq) for ch, seq in state.channel_seq.items() if ch in state.subscribers))
     if after:
+        state.gaps_pending += 1
         out.append(fx.LoadGap(after))
 
 
@@ -306,6 +307,7 @@ _HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
     c.SessionLoaded: _session_loaded,
     c.MembershipChecked: _membership_checked,
     c.ReplayLoaded: _replay_loaded,
+    c.GapLoaded: deliver_gap,
     c.PresenceChanged: _presence_changed,
     c.PresenceListed: _presence_listed,
     c.TypingChanged: _typing_changed,

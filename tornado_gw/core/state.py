@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tornado_gw.core.commands import Command
+from tornado_gw.core.commands import BrokerMessage, Command
 
 
 class Phase(Enum):
@@ -94,4 +94,6 @@ class Gateway:
     typing: dict[str, set[str]] = field(default_factory=dict)
     next_refresh_at: float = 0.0
     broker_down: bool = False
+    gaps_pending: int = 0  # LoadGap reads not answered yet; broker frames wait in gap_held
+    gap_held: list[BrokerMessage] = field(default_factory=list)
     released: list[str] = field(default_factory=list)  # ops finished with commands queued

@@ -200,12 +200,14 @@ class EffectRunner:
             return frozenset()
 
     async def _fill_gap(self, after: Sequence[tuple[str, int]]) -> None:
-        """Feed what the broker lost back in as broker messages (deduplicated by seq)."""
+        """Hand what the broker lost to the core as one ``GapLoaded``; it holds the live
+        frames until then and merges both by seq. Answered exactly once, also on failure."""
         since = dict(after)
         events = await self._read_log(list(since), min(since.values()), GAP_FILL_LIMIT)
         if events is None:
             log.warning("! gap after broker outage could not be filled")
+            self._submit(c.GapLoaded(None, now()))
             return
-        for event in events:
-            if event.seq > since[event.channel]:
-                self._submit(c.BrokerMessage(event.channel, event.data, self._decode(event.data), now()))
+        messages = tuple(c.BrokerMessage(event.channel, event.data, self._decode(event.data), now())
+                         for event in events if event.seq > since[event.channel])
+        self._submit(c.GapLoaded(messages, now()))
