@@ -263,7 +263,11 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
     if not state.broker_down:
         return
     state.broker_down = False
-    after = tuple(sorted((ch, seq) for ch, seq in state.channel_seq.items() if ch in state.subscribers))
+    # A channel with no seq of its own missed nothing up to the highest seq seen on any
+    # channel: the relay publishes in seq order, and they share one connection. With no
+    # seq seen at all there is no safe start: reading from 0 would resend old history.
+    baselines = ((ch, state.channel_seq.get(ch, state.high_seq)) for ch in state.subscribers)
+    after = tuple(sorted((ch, seq) for ch, seq in baselines if seq > 0))
     if after:
         state.gaps_pending += 1
         out.append(fx.LoadGap(after))
