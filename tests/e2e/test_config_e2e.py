@@ -31,12 +31,9 @@ class FlaggedGateway(GatewayProcess):
             self.proc = subprocess.Popen([sys.executable, "-m", "tornado_gw", *self.args], cwd=ROOT,
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
-            self.wait_ready()
+            wait_until(lambda: self.http("GET", "/health")[0] == 200, f"gateway on {self.port} to start",
+                       check=self._still_running)
         return self
-
-    def wait_ready(self) -> None:
-        wait_until(lambda: self.http("GET", "/health")[0] == 200, f"gateway on {self.port} to start",
-                   check=self._still_running)
 
 
 @pytest.fixture
@@ -49,7 +46,7 @@ def launch() -> Iterator[Callable[..., FlaggedGateway]]:
         del gateway.env["WSGATEWAY_PORT"]
         gateway.env.update(environ)
         started.append(gateway)
-        return gateway.start(wait=False)
+        return gateway.start()
 
     yield start
     for gateway in started:
@@ -90,8 +87,6 @@ async def test_flags_beat_environment_beat_yaml_beat_defaults(
         # run from the checkout, whose config/gateway.yaml repeats the built-in defaults
         "default": launch([f"--port={ports['default']}"], ports["default"]),
     }
-    for gateway in gateways.values():
-        gateway.wait_ready()
     expected = {"yaml": 1, "env": 2, "flags": 3, "default": 500}
     observed = {name: await _limit_observed(gateways[name], limit) for name, limit in expected.items()}
     assert observed == dict.fromkeys(expected, ("subscribed", "too_many_subscriptions"))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import SECRET, Client, GatewayProcess, token
+from tests.e2e.test_resume import publish
 from tornado_gw.web.auth import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -21,14 +22,6 @@ async def member(gateway: GatewayProcess, user_id: str, *conversations: str) -> 
     if conversations:
         await client.subscribe(*conversations)
     return client
-
-
-def _publish(gateway: GatewayProcess, conversation_id: str, n: int) -> int:
-    event = {"channel": f"conv:{conversation_id}", "type": "message.new",
-             "payload": {"conversation_id": conversation_id, "n": n}}
-    status, body = gateway.http("POST", "/publish", event)
-    assert status == 202, body
-    return int(body["seq"])
 
 
 async def _close(*clients: Client) -> None:
@@ -59,7 +52,7 @@ async def test_subscribe_grants_lists_denied_and_the_stream_is_live(gateway: Gat
     await client.send("subscribe", {"conversation_ids": ["c1", "c2", "c1"]})
     assert await client.next() == {"type": "subscribed", "payload": {"conversation_ids": ["c1", "c2"],
                                                                      "denied": []}}
-    seq = _publish(gateway, "c2", 1)
+    seq = publish(gateway, "c2", 1)
     frame = await client.expect("message.new")
     assert frame == {"type": "message.new", "payload": {"conversation_id": "c2", "n": 1}, "seq": seq}
     await _close(client)
@@ -70,8 +63,8 @@ async def test_unsubscribe_replies_and_stops_that_conversation_only(gateway: Gat
     await client.send("unsubscribe", {"conversation_ids": ["c1"]})
     assert await client.expect("unsubscribed") == {"type": "unsubscribed",
                                                    "payload": {"conversation_ids": ["c1"]}}
-    _publish(gateway, "c1", 1)
-    kept = _publish(gateway, "c2", 2)
+    publish(gateway, "c1", 1)
+    kept = publish(gateway, "c2", 2)
     assert (await client.expect("message.new"))["seq"] == kept
     await client.silent(0.3)
     events = [f for f in client.received if f["type"] == "message.new"]
@@ -137,7 +130,7 @@ async def test_each_bad_frame_gets_its_error_code_and_the_connection_lives(gatew
     }
     assert all(isinstance(p["message"], str) and p["message"] for p in seen.values())
     await client.subscribe("c1")
-    seq = _publish(gateway, "c1", 1)
+    seq = publish(gateway, "c1", 1)
     assert (await client.expect("message.new"))["seq"] == seq
     await _close(client)
 
@@ -152,21 +145,23 @@ async def test_subscriptions_past_the_limit_are_refused(start_gateway: Callable[
     await client.send("subscribe", {"conversation_ids": ["c3"]})
     assert (await client.expect("error"))["payload"]["code"] == "too_many_subscriptions"
     assert (await client.subscribe("c2"))["conversation_ids"] == ["c2"]  # already held: no new slot
-    seq = _publish(gateway, "c1", 1)
+    seq = publish(gateway, "c1", 1)
     assert (await client.expect("message.new"))["seq"] == seq
     await _close(client)
 
 
 async def test_second_auth_of_the_same_user_refreshes_the_token(gateway: GatewayProcess) -> None:
     client = await Client.connect(gateway)
-    first = await client.auth("alice", token=token("alice", ttl_s=1.0))
+    first_expires = time.time() + 1.5
+    first = await client.auth("alice", token=token("alice", ttl_s=1.5))
     await client.subscribe("c1")
     await client.send("auth", {"token": token("alice", ttl_s=3600.0)})
     refreshed = (await client.expect("auth.success"))["payload"]
     assert refreshed["session_id"] == first["session_id"] and refreshed["conversation_ids"] == ["c1"]
     # the first token's exp passes: the refreshed lifetime keeps the connection open
-    assert [f for f in await client.silent(1.3) if f["type"] != "presence.update"] == []
-    seq = _publish(gateway, "c1", 1)
+    quiet = await client.silent(first_expires + 0.3 - time.time())
+    assert [f for f in quiet if f["type"] != "presence.update"] == []
+    seq = publish(gateway, "c1", 1)
     assert (await client.expect("message.new"))["seq"] == seq
     await _close(client)
 
@@ -199,6 +194,6 @@ async def test_token_expiry_closes_4003_and_spares_others(gateway: GatewayProces
     await bob.auth("bob", token=token("bob", ttl_s=1.0))
     code, _ = await bob.closed()
     assert code == 4003 and time.time() - minted >= 0.9
-    seq = _publish(gateway, "c1", 1)
+    seq = publish(gateway, "c1", 1)
     assert (await alice.expect("message.new"))["seq"] == seq
     await _close(alice)
