@@ -88,7 +88,6 @@ class EffectRunner:
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
                 metrics.FRAMES_OUT.labels(effect.frame["type"]).inc()
             elif isinstance(effect, fx.CloseConnection):
-                metrics.CLOSES.labels(str(int(effect.code))).inc()
                 self._transport.close(effect.conn_id, int(effect.code), effect.reason)
             elif isinstance(effect, fx.SubscribeChannel):
                 self._adapters.broker.subscribe(effect.channel)

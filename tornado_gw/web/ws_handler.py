@@ -43,7 +43,13 @@ class SocketContext:
 
 
 class _Protocol(WebSocketProtocol13):
-    """Tornado aborts the TCP connection on invalid UTF-8; close with 1007 instead."""
+    """Counts every close the gateway starts, including those Tornado decides itself
+    (1009); and closes with 1007 on invalid UTF-8 where Tornado would just abort."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated and not self.client_terminated and code is not None:
+            metrics.CLOSES.labels(str(code)).inc()
+        super().close(code, reason)
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if opcode == 0x1 and not self._frame_compressed:
