@@ -35,10 +35,12 @@ _SOURCE_HOSTS = itertools.cycle(range(2, 255))
 class Counts:
     received: int = 0
     warm: int = 0
+    other: int = 0
     dropped: int = 0
 
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.received + other.received, self.warm + other.warm, self.dropped + other.dropped)
+    def __add__(self, more: Counts) -> Counts:
+        return Counts(self.received + more.received, self.warm + more.warm, self.other + more.other,
+                      self.dropped + more.dropped)
 
 
 class WorkerProcess:
@@ -127,7 +129,7 @@ class Fleet:
         for worker in self.workers:
             line = worker.read_event(deadline)
             assert line["event"] == event, line
-            total += Counts(line["received"], line["warm"], line["dropped"])
+            total += Counts(line["received"], line["warm"], line["other"], line["dropped"])
         return total
 
     def pids(self) -> list[int]:

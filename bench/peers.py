@@ -92,18 +92,27 @@ class RunningPeer:
 
     def __init__(self, peer: Peer, log_path: Path, start_timeout_s: float = 30.0) -> None:
         self.peer = peer
-        self.port = free_port()
         self.prefix = f"bench{uuid.uuid4().hex[:8]}:"
         self.log_path = log_path
-        argv, env = peer.command(self.port, self.prefix)
-        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        for attempt in range(3):  # a free port can be taken by someone else before we bind it
+            self._start()
+            try:
+                self._wait_listening(start_timeout_s)
+                return
+            except RuntimeError:  # it exited
+                self.stop()
+                if attempt == 2 or "Address already in use" not in self.log_tail():
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+
+    def _start(self) -> None:
+        self.port = free_port()
+        argv, env = self.peer.command(self.port, self.prefix)
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self._wait_listening(start_timeout_s)
-        except BaseException:
-            self.stop()
-            raise
 
     @property
     def url(self) -> str:

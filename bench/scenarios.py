@@ -8,8 +8,9 @@ are stopped whatever happens.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,13 +18,13 @@ from pathlib import Path
 import redis
 
 from bench import procstat
-from bench.fleet import Counts, Fleet
+from bench.fleet import Fleet
 from bench.peers import Peer, RunningPeer
 from bench.report import Metrics, latency_ms
-from bench.workload import Publisher, Workload, make_clients
+from bench.workload import Publisher, Workload, make_clients, small_groups
 
 FANOUT = Workload(connections=1000, conversations=100, per_connection=5, event_rate=500, duration_s=10)
-LATENCY = Workload(connections=1000, conversations=1, per_connection=1, event_rate=1, duration_s=10)
+LATENCY = Workload(connections=1000, conversations=1, per_connection=1, event_rate=1, duration_s=15)
 SWEEP_BASE = Workload(connections=1000, conversations=100, per_connection=5, event_rate=0, duration_s=5)
 SWEEP_STEPS = (10_000, 20_000, 30_000, 40_000, 50_000, 55_000, 60_000, 65_000, 70_000, 80_000, 90_000,
                100_000)
@@ -75,18 +76,40 @@ def serving(peer: Peer, ctx: Context) -> Iterator[tuple[RunningPeer, Fleet]]:
         server.stop()
 
 
-def connect(fleet: Fleet, server: RunningPeer, workload: Workload, first_user: int = 0) -> None:
-    """Open the workload's connections; any that fails to subscribe fails the run."""
-    ready = fleet.add(make_clients(workload.memberships(), first_user), timeout_s=120)
+def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], first_user: int = 0) -> None:
+    """Open one connection per membership list, then wait until the server has announced the
+    joins (tornado_gw sends presence.update to every member): any failure fails the run."""
+    ready = fleet.add(make_clients(memberships, first_user), timeout_s=120)
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
                         f"server log: {server.log_tail()}")
+    _, quiet = settle(lambda: fleet.counts().other, quiet_s=1.0, max_s=120)
+    if not quiet:
+        raise RunFailed("the server kept sending presence or other frames for 120 s after the joins")
+
+
+def settle(read: Callable[[], int], quiet_s: float, max_s: float,
+           target: float = math.inf) -> tuple[int, bool]:
+    """Poll ``read()`` until it reaches ``target`` or stops changing for ``quiet_s``; returns
+    the last value and whether that happened before ``max_s``."""
+    deadline = time.monotonic() + max_s
+    last, last_change = -1, time.monotonic()
+    while True:
+        value, now = read(), time.monotonic()
+        if value != last:
+            last, last_change = value, now
+        if value >= target or now - last_change >= quiet_s:
+            return value, True
+        if now > deadline:
+            return value, False
+        time.sleep(0.1)
 
 
 def warm_up(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: Workload,
             timeout_s: float = 15.0) -> None:
     """Prove the path is live (one event per conversation reaches every subscriber), then run
-    a short unmeasured phase at a fifth of the rate so JITs and caches are warm for every peer."""
+    2 s unmeasured at a fifth of the rate (the full rate below 5 events/s) so JITs and
+    caches are warm for every peer alike."""
     subscriptions = workload.connections * workload.per_connection
     deadline = time.monotonic() + timeout_s
     while fleet.counts().warm < subscriptions:
@@ -97,23 +120,9 @@ def warm_up(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
         poll_until = time.monotonic() + 1.0
         while time.monotonic() < poll_until and fleet.counts().warm < subscriptions:
             time.sleep(0.05)
-    if workload.event_rate >= 5:
-        measure(server, fleet, publisher, replace(workload, event_rate=workload.event_rate / 5,
-                                                  duration_s=min(2.0, workload.duration_s)))
-
-
-def drain(fleet: Fleet, target: int, max_s: float, quiet_s: float = 2.0) -> Counts:
-    """Poll until ``target`` measured frames arrived, none arrived for ``quiet_s``, or ``max_s``."""
-    deadline = time.monotonic() + max_s
-    last, last_change = -1, time.monotonic()
-    while True:
-        counts = fleet.counts()
-        now = time.monotonic()
-        if counts.received != last:
-            last, last_change = counts.received, now
-        if counts.received >= target or now - last_change > quiet_s or now > deadline:
-            return counts
-        time.sleep(0.1)
+    rate = workload.event_rate / 5 if workload.event_rate >= 5 else workload.event_rate
+    measure(server, fleet, publisher,
+            replace(workload, event_rate=rate, duration_s=min(2.0, workload.duration_s)))
 
 
 def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: Workload) -> Metrics:
@@ -123,7 +132,9 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
     server_cpu, gen_cpu = server.cpu_us(), procstat.cpu_us(fleet.pids())
     sent = publisher.run(workload.conversation_ids(), workload.event_rate, workload.duration_s)
     expected = sent.expected(members)
-    drain(fleet, before.received + expected, max_s=max(10.0, 2 * workload.duration_s))
+    # Wait for the stragglers: until all arrived, or none did for 2 s (the rest is lost).
+    settle(lambda: fleet.counts().received, quiet_s=2.0, max_s=max(10.0, 2 * workload.duration_s),
+           target=before.received + expected)
     server_cpu, gen_cpu = server.cpu_us() - server_cpu, procstat.cpu_us(fleet.pids()) - gen_cpu
     after, latencies = fleet.flush()
     received = after.received - before.received
@@ -133,7 +144,7 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
     per_msg = max(received, 1)
     return {"offered_per_s": workload.deliveries_per_s(), "delivered_per_s": received / max(elapsed_s, 1e-3),
             "expected": expected, "received": received, "lost": expected - received,
-            "dropped_connections": after.dropped, **figures,
+            "dropped_connections": after.dropped, "other_frames": after.other - before.other, **figures,
             "server_cpu_us": server_cpu / per_msg, "gen_cpu_us": gen_cpu / per_msg,
             "server_rss_mb": server.rss_bytes() / 2**20, "publisher_lag_ms": sent.max_lag_s * 1000}
 
@@ -141,7 +152,7 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
 def traffic(peer: Peer, ctx: Context, workload: Workload) -> Metrics:
     """fanout and latency: connect, warm up, one measured phase."""
     with serving(peer, ctx) as (server, fleet):
-        connect(fleet, server, workload)
+        connect(fleet, server, workload.memberships())
         publisher = Publisher(ctx.redis, peer.protocol, server.prefix, workload.frame_bytes)
         warm_up(server, fleet, publisher, workload)
         return measure(server, fleet, publisher, workload)
@@ -161,7 +172,7 @@ def sweep(peer: Peer, ctx: Context) -> Metrics:
     members_per_event = base.connections * base.per_connection / base.conversations
     steps: list[Metrics] = []
     with serving(peer, ctx) as (server, fleet):
-        connect(fleet, server, base)
+        connect(fleet, server, base.memberships())
         publisher = Publisher(ctx.redis, peer.protocol, server.prefix, base.frame_bytes)
         rates = SMOKE_SWEEP_STEPS if ctx.smoke else SWEEP_STEPS
         warm_up(server, fleet, publisher, replace(base, event_rate=rates[0] / members_per_event))
@@ -176,15 +187,18 @@ def sweep(peer: Peer, ctx: Context) -> Metrics:
 
 
 def idle(peer: Peer, ctx: Context) -> Metrics:
-    """RSS per authenticated and subscribed connection, adding connections step by step."""
+    """RSS per authenticated and subscribed connection, adding connections step by step.
+
+    Each connection joins 5 conversations of 5 members (direct messages and small groups):
+    with 5 of 100 shared conversations, 19k joins would make tornado_gw announce presence to
+    ~950 members each, ~90 million frames, and the figure would measure that storm."""
     figures: Metrics = {}
     with serving(peer, ctx) as (server, fleet):
         time.sleep(1.0)
         baseline = server.rss_bytes()
         opened = 0
         for total in SMOKE_IDLE_STEPS if ctx.smoke else IDLE_STEPS:
-            more = Workload(total - opened, 100, 5, 0, 0)
-            connect(fleet, server, more, first_user=opened)
+            connect(fleet, server, small_groups(opened, total), first_user=opened)
             opened = total
             time.sleep(1.0)  # let the server finish its per-connection work
             figures[f"kb_per_conn_{total}"] = (server.rss_bytes() - baseline) / total / 1024

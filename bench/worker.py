@@ -7,7 +7,7 @@ ephemeral ports), ``latency_path`` and ``connect_timeout_s``.
 
 Stdio protocol, one JSON object per line (the Node worker speaks the same):
   -> {"event": "ready", "ok": N, "failed": M, "error": "first error or empty"}
-  <- "count"  -> {"event": "count", "received": N, "warm": W, "dropped": D}
+  <- "count"  -> {"event": "count", "received": N, "warm": W, "other": O, "dropped": D}
   <- "flush"  -> latencies since the last flush (int64 µs, little-endian) written to
                latency_path, then {"event": "flushed", ...same counters}
   <- "stop"   -> connections closed, then {"event": "done", ...same counters}
@@ -39,12 +39,14 @@ class Stats:
     def __init__(self) -> None:
         self.received = 0
         self.warm = 0
+        self.other = 0  # frames that are neither measured nor warm-up, e.g. presence.update
         self.dropped = 0
         self.stopping = False
         self.latencies_us = array("q")
 
     def line(self, event: str) -> dict[str, Any]:
-        return {"event": event, "received": self.received, "warm": self.warm, "dropped": self.dropped}
+        return {"event": event, "received": self.received, "warm": self.warm, "other": self.other,
+                "dropped": self.dropped}
 
 
 class Client(WSListener):  # type: ignore[misc]
@@ -77,6 +79,10 @@ class Client(WSListener):  # type: ignore[misc]
             self.stats.received += 1
         elif payload.find(_WARM) >= 0:
             self.stats.warm += 1
+        elif self.sio and payload == b"2":  # engine.io ping -> pong
+            self._send_text("3")
+        elif self.ready.done():  # presence and the like: counted, never decoded
+            self.stats.other += 1
         elif self.sio:
             self._on_sio_control(payload)
         else:
@@ -109,9 +115,7 @@ class Client(WSListener):  # type: ignore[misc]
             self._fail(f"{kind}: {frame.get('payload')}")
 
     def _on_sio_control(self, payload: bytes) -> None:
-        if payload == b"2":  # engine.io ping -> pong
-            self._send_text("3")
-        elif payload.startswith(b"0"):  # engine.io open -> socket.io CONNECT with auth
+        if payload.startswith(b"0"):  # engine.io open -> socket.io CONNECT with auth
             self._send_text("40" + json.dumps({"token": self.token}))
         elif payload.startswith(b"40"):  # CONNECT ok
             body = json.dumps(["subscribe", {"conversation_ids": self.conversations}])

@@ -55,6 +55,12 @@ class Workload:
         return self.event_rate * sum(members.values()) / self.conversations
 
 
+def small_groups(first: int, end: int, per_connection: int = 5, group_size: int = 5) -> list[list[str]]:
+    """Memberships of connections ``first`` .. ``end - 1``: ``per_connection`` conversations
+    of ``group_size`` members each (``g<j>-<n // group_size>``)."""
+    return [[f"g{j}-{n // group_size}" for j in range(per_connection)] for n in range(first, end)]
+
+
 @dataclass(frozen=True)
 class ClientSpec:
     """One connection the generator opens: its JWT and the conversations it subscribes to."""

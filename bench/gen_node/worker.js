@@ -12,7 +12,7 @@ const STAMP = Buffer.from('"sent_ns":');
 const WARM = Buffer.from('"warm":');
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const sio = config.protocol === "sio";
-const stats = { received: 0, warm: 0, dropped: 0, stopping: false };
+const stats = { received: 0, warm: 0, other: 0, dropped: 0, stopping: false };
 let latencies = new Float64Array(1 << 16);
 let pending = 0; // latencies gathered since the last flush
 const sockets = [];
@@ -42,8 +42,7 @@ function onControl(ws, spec, text, done) {
       ws.send(JSON.stringify({ type: "subscribe", payload: { conversation_ids: spec[1] } }));
     } else if (frame.type === "subscribed") done(null);
     else if (frame.type === "auth.error" || frame.type === "error") done(new Error(text));
-  } else if (text === "2") ws.send("3");
-  else if (text.startsWith("0")) ws.send("40" + JSON.stringify({ token: spec[0] }));
+  } else if (text.startsWith("0")) ws.send("40" + JSON.stringify({ token: spec[0] }));
   else if (text.startsWith("40")) ws.send("42" + JSON.stringify(["subscribe", { conversation_ids: spec[1] }]));
   else if (text.startsWith('42["subscribed"')) done(null);
   else if (text.startsWith("44")) done(new Error(text));
@@ -70,6 +69,8 @@ function open(spec, index) {
       const at = data.indexOf(STAMP);
       if (at >= 0) record(data, at);
       else if (data.indexOf(WARM) >= 0) stats.warm += 1;
+      else if (sio && data.length === 1 && data[0] === 0x32) ws.send("3"); // engine.io ping
+      else if (settled) stats.other += 1; // presence and the like: counted, never decoded
       else onControl(ws, spec, data.toString(), done);
     });
     ws.on("error", (err) => done(err));
@@ -96,7 +97,8 @@ async function openAll() {
 }
 
 function emit(event) {
-  process.stdout.write(JSON.stringify({ event, received: stats.received, warm: stats.warm, dropped: stats.dropped }) + "\n");
+  const { received, warm, other, dropped } = stats;
+  process.stdout.write(JSON.stringify({ event, received, warm, other, dropped }) + "\n");
 }
 
 function flush() {
