@@ -1,0 +1,164 @@
+"""A gateway whose Redis goes away: clients stay, health says so, delivery comes back
+(CONTRACT §2 ``/health`` and ``/ready``, §6; PITFALLS 1 and 2).
+
+The gateway reaches Redis through a ``TcpProxy`` that runs on its own thread
+and event loop, so the proxy keeps forwarding while the test blocks on HTTP
+calls or process waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aredis
+
+from tests.e2e.cluster import Cluster, joined, rss_kb, settle
+from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PROBE_INTERVAL_S = 0.3
+PROBE_TIMEOUT_S = 0.5
+CUTS = 3
+
+
+class ProxyThread:
+    """A ``TcpProxy`` on a thread of its own; every call waits for the proxy to act."""
+
+    def __init__(self, target: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self.proxy = TcpProxy(target)
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        self._call(self.proxy.__aenter__())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._call(self.proxy.cut())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(T)
+        self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(T)
+
+    def cut(self) -> None:
+        self._call(self.proxy.cut())
+
+    def blackhole(self) -> None:
+        self._call(self.proxy.blackhole())
+
+    def restore(self) -> None:
+        self._call(self.proxy.restore())
+
+
+@pytest.fixture
+def cluster(start_gateway: Callable[..., GatewayProcess], redis_host: str,
+            redis_prefix: str) -> Iterator[Cluster]:
+    yield from Cluster.running(start_gateway, redis_host, redis_prefix)
+
+
+@pytest.fixture
+def proxy(redis_host: str) -> Iterator[ProxyThread]:
+    with ProxyThread(redis_host) as running:
+        yield running
+
+
+def _health(gateway: GatewayProcess) -> dict[str, Any]:
+    status, body = gateway.http("GET", "/health")
+    assert status == 200, body  # liveness: 200 even while degraded
+    return dict(body)
+
+
+async def _degraded(gateway: GatewayProcess, timeout: float = T) -> None:
+    await async_wait_until(lambda: _health(gateway)["status"] == "degraded", "/health degraded", timeout)
+    assert _health(gateway)["checks"] == {"redis": "unreachable"}
+    assert gateway.http("GET", "/ready")[0] == 503
+
+
+async def _recovered(gateway: GatewayProcess) -> None:
+    # the reconnect backoff is capped at 5 s, and these outages are short
+    await async_wait_until(lambda: _health(gateway)["status"] == "ok", "/health ok again", 2 * T)
+    assert _health(gateway)["checks"] == {"redis": "ok"}
+    assert gateway.http("GET", "/ready")[0] == 200
+
+
+async def _still_connected(client: Client) -> None:
+    await client.send("ping")
+    await client.expect("pong")
+
+
+async def _delivered(cluster: Cluster, redis: aredis.Redis, client: Client, n: int) -> None:
+    """Channels are subscribed again: a frame published now reaches the client."""
+    assert await cluster.publish(redis, "c1", "test.n", n=n) >= 1
+    assert (await client.expect("test.n"))["payload"]["n"] == n
+
+
+async def _alice_behind(proxy: ProxyThread, cluster: Cluster,
+                        redis: aredis.Redis) -> tuple[GatewayProcess, Client]:
+    """A gateway that reaches Redis through ``proxy``, and a client receiving conv:c1 on it."""
+    [gateway] = cluster.start(1, redis_host=proxy.proxy.address, probe_interval_s=PROBE_INTERVAL_S,
+                              probe_timeout_s=PROBE_TIMEOUT_S)
+    alice = await joined(gateway, "alice", "c1")
+    await _delivered(cluster, redis, alice, 0)
+    return gateway, alice
+
+
+async def test_cut_redis_keeps_clients_reports_degraded_then_resubscribes_without_leaking(
+        cluster: Cluster, proxy: ProxyThread) -> None:
+    async with cluster.redis() as redis:
+        gateway, alice = await _alice_behind(proxy, cluster, redis)
+        links, rss = [], []
+        for cut in range(1, CUTS + 1):
+            proxy.cut()
+            await _degraded(gateway)
+            await _still_connected(alice)
+            assert _health(gateway)["connections"] == 1
+            proxy.restore()
+            await _recovered(gateway)
+            await settle(lambda: redis.pubsub_numsub(cluster.prefix + "conv:c1"),
+                         [((cluster.prefix + "conv:c1").encode(), 1)], "conv:c1 subscribed again")
+            await _delivered(cluster, redis, alice, cut)
+            assert gateway.metric("gateway_redis_reconnects_total") == cut
+            links.append(proxy.proxy.open_links)
+            rss.append(rss_kb(gateway))
+        assert links[-1] <= links[0], f"Redis connections grow with every outage: {links}"
+        assert rss[-1] - rss[0] < 4096, f"memory grows with every outage (kB): {rss}"
+        assert "Traceback" not in gateway.logs()
+
+
+async def test_a_half_open_redis_is_noticed_by_the_probe_and_the_subscriber_restarts(
+        cluster: Cluster, proxy: ProxyThread) -> None:
+    async with cluster.redis() as redis:
+        gateway, alice = await _alice_behind(proxy, cluster, redis)
+        subscriber = await _subscriber_ids(cluster, redis)
+        assert len(subscriber) == 1
+
+        proxy.blackhole()  # sockets stay open, nothing goes through: no error ever arrives
+        blackholed_at = time.monotonic()
+        await _degraded(gateway, timeout=PROBE_INTERVAL_S + PROBE_TIMEOUT_S + 0.5)
+        assert time.monotonic() - blackholed_at <= PROBE_INTERVAL_S + PROBE_TIMEOUT_S + 0.5
+        assert "probe timeout" in gateway.logs()
+        # the broker dropped the silent connection instead of waiting on it forever
+        await settle(lambda: _subscriber_ids(cluster, redis), set(), "old subscriber connection closed")
+        await _still_connected(alice)
+
+        proxy.restore()
+        await _recovered(gateway)
+        restarted = await _subscriber_ids(cluster, redis)
+        assert len(restarted) == 1 and restarted != subscriber
+        await _delivered(cluster, redis, alice, 1)
+        assert gateway.metric("gateway_redis_reconnects_total") == 1
+
+
+async def _subscriber_ids(cluster: Cluster, redis: aredis.Redis) -> set[str]:
+    """Redis-side ids of the connections named as the gateway's Pub/Sub subscriber."""
+    return {c["id"] for c in await redis.client_list() if c["name"].startswith(cluster.prefix + "subscribe:")}
