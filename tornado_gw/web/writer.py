@@ -78,6 +78,8 @@ class SocketRegistry:
         if connection is None or connection.server_terminated:
             return
         stream = connection.stream
+        if stream.closed():  # its socket is gone (None) until on_close runs: write_to_fd would raise
+            return
         try:
             if not stream.writing():
                 # Nothing queued: hand the bytes to the kernel directly. IOStream.write would
