@@ -131,6 +131,7 @@ def header(args: argparse.Namespace, argv: list[str]) -> str:
             f"Machine: {os.cpu_count()} cores, {platform.platform()}; Python {platform.python_version()}, "
             f"Node {version(['node', '--version']) or 'n/a'}; "
             f"commit {version(['git', 'rev-parse', '--short', 'HEAD'])}"
+            f"; load average at start {os.getloadavg()[0]:.1f}"
             f"  \nGenerator: {args.generator}; {args.reps} interleaved repetition(s), medians shown"
             f"{'; SMOKE sizes (figures mean nothing)' if args.smoke else ''}.\n")
 

@@ -9,6 +9,7 @@ is reported as skipped with the reason instead of failing the bench.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -82,9 +83,19 @@ def gw_python() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port below the ephemeral range, free on the wildcard address: servers that listen on
+    0.0.0.0 cannot bind a port that one of the generator's client sockets holds."""
+    low, _ = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class RunningPeer:

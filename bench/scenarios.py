@@ -83,9 +83,10 @@ def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], fir
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
                         f"server log: {server.log_tail()}")
-    _, quiet = settle(lambda: fleet.counts().other, quiet_s=1.0, max_s=120)
+    # tornado_gw starts announcing ~1.5 s after the joins (1,000,000 frames for `latency`).
+    _, quiet = settle(lambda: fleet.counts().other, quiet_s=3.0, max_s=180)
     if not quiet:
-        raise RunFailed("the server kept sending presence or other frames for 120 s after the joins")
+        raise RunFailed("the server kept sending presence or other frames for 180 s after the joins")
 
 
 def settle(read: Callable[[], int], quiet_s: float, max_s: float,

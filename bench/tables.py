@@ -15,9 +15,9 @@ TITLES = {
     "gencost": "gencost: generator CPU per received message, same fanout load, picows+uvloop vs Node ws",
 }
 TRAFFIC_HEADER = ["delivered/s", "lost", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                  "server CPU µs/msg", "server RSS MB", "generator CPU µs/msg"]
+                  "server CPU µs/msg", "server RSS MB", "generator CPU µs/msg", "other frames"]
 TRAFFIC_KEYS = ["delivered_per_s", "lost", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-                "server_cpu_us", "server_rss_mb", "gen_cpu_us"]
+                "server_cpu_us", "server_rss_mb", "gen_cpu_us", "other_frames"]
 
 
 def one_line(outcome: Outcome) -> str:
