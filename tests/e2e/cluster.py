@@ -7,6 +7,7 @@ the database number: PITFALLS 11), so tests never hear each other's frames.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -113,6 +114,16 @@ def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def presence(frames: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """``(user_id, status)`` of every ``presence.update`` received, in order."""
     return [(f["payload"]["user_id"], f["payload"]["status"]) for f in of_type(frames, "presence.update")]
+
+
+def open_sockets(gateway: GatewayProcess) -> int:
+    """Sockets the gateway process holds open (clients, listeners, Redis), from /proc."""
+    assert gateway.proc is not None
+    count = 0
+    for fd in Path(f"/proc/{gateway.proc.pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            count += fd.readlink().name.startswith("socket:")
+    return count
 
 
 def rss_kb(gateway: GatewayProcess) -> int:
