@@ -79,6 +79,11 @@ class EventLog(Protocol):
         order. Raises ``ReplayGap`` when that is more than ``limit`` events or
         cannot be known completely."""
 
+    async def head_seq(self) -> int:
+        """The highest seq in the log (0 when empty): where an instance that has
+        delivered nothing yet starts counting what a broker outage made it miss.
+        Raises ``DependencyUnavailable`` when the log cannot be reached."""
+
 
 class Publisher(Protocol):
     """What ``POST /publish`` and ``emit`` use to inject an event (CONTRACT §2)."""

@@ -17,9 +17,10 @@ import signal
 from tornado.httpserver import HTTPServer
 
 from tornado_gw.adapters.wiring import Wiring, build_wiring
-from tornado_gw.core.commands import CloseRequested
+from tornado_gw.core.commands import CloseRequested, LogHeadKnown
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.state import Gateway, Limits
+from tornado_gw.ports import DependencyUnavailable
 from tornado_gw.runtime.clock import now, start_ticking
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
@@ -34,6 +35,7 @@ from tornado_gw.web.ws_handler import SocketContext
 log = logging.getLogger(__name__)
 DRAIN_SPREAD = 0.8  # share of shutdown_timeout_s over which closes are spread
 CLOSE_BATCH_INTERVAL_S = 0.05
+LOG_HEAD_TIMEOUT_S = 5.0
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -77,7 +79,23 @@ class GatewayServer:
         )
         self.http_server = app.listen(settings.port, xheaders=False)
         self.ticker = start_ticking(self.dispatcher.submit, settings.tick_interval_s)
+        self.head_task = asyncio.get_running_loop().create_task(self._learn_log_head())
         log.info("= listening on port %d (%s)", settings.port, self.wiring.description)
+
+    async def _learn_log_head(self) -> None:
+        """The gap baseline of an instance that has delivered nothing yet; retried until
+        the log answers, so a Redis outage right after start-up is filled too."""
+        delay_s = 0.5
+        while True:
+            try:
+                seq = await asyncio.wait_for(self.wiring.adapters.log.head_seq(), LOG_HEAD_TIMEOUT_S)
+            except (DependencyUnavailable, asyncio.TimeoutError) as exc:
+                log.warning("! event log head unknown, retrying in %.1f s: %s", delay_s, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 10.0)
+                continue
+            self.dispatcher.submit(LogHeadKnown(seq, now()))
+            return
 
     async def drain(self) -> None:
         self.draining = True
@@ -97,6 +115,7 @@ class GatewayServer:
 
     async def stop(self, flush_timeout_s: float) -> None:
         self.ticker.stop()
+        self.head_task.cancel()
         if self.http_server is not None:
             self.http_server.stop()
         try:

@@ -399,11 +399,6 @@ def _resolve(values: dict[str, Any]) -> Settings:
             "production mode needs a membership source: set postgres_dsn (POSTGRES_DSN), "
             "or set authorization to none explicitly to let any user subscribe to any conversation",
         )
-    if has_postgres and not values.get("redis_host"):
-        raise SettingsError(
-            "postgres_dsn",
-            "needs redis_host (REDIS_HOST) too: the relay delivers the outbox through Redis Pub/Sub",
-        )
     if secret is None:
         values["jwt_secret"] = DEVELOPMENT_JWT_SECRET
     return Settings(**values)

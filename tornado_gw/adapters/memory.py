@@ -107,6 +107,9 @@ class MemoryLog:
         await self._broker.publish(channel, event.data)
         return {"seq": event.seq}
 
+    async def head_seq(self) -> int:
+        return self._last_seq
+
     async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
         """Events after ``after_seq`` on ``channels`` in seq order.
 

@@ -47,6 +47,7 @@ _READ_AFTER = sql.SQL(
     "WHERE channel = ANY(%(channels)s) AND seq > %(after)s ORDER BY seq LIMIT %(limit)s) AS r ON true "
     "ORDER BY r.seq"
 )
+_HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM {outbox}")
 _MEMBERS = sql.SQL(
     "SELECT conversation_id FROM {members} "
     "WHERE user_id = %(user)s AND conversation_id = ANY(%(conversations)s)"
@@ -136,6 +137,12 @@ class PgEventLog:
     def __init__(self, db: PgDatabase, table_names: Names) -> None:
         self._db = db
         self._statement = table_names.render(_READ_AFTER)
+        self._head = table_names.render(_HEAD)
+
+    async def head_seq(self) -> int:
+        """Raises DependencyUnavailable when Postgres does not answer within the bound."""
+        rows = await self._db.query(self._head)
+        return int(rows[0][0])
 
     async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
         """Every event with ``seq > after_seq`` on ``channels``, in seq order.

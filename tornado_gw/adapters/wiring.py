@@ -26,7 +26,7 @@ from tornado_gw.adapters.redis_publisher import RedisPublisher
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
 from tornado_gw.ports import LoggedEvent, Publisher, ReplayGap
 from tornado_gw.runtime.effects import Adapters
-from tornado_gw.settings import Settings
+from tornado_gw.settings import Settings, SettingsError
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -50,9 +50,16 @@ class NoDurableLog:
     async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
         raise ReplayGap("no durable log: POSTGRES_DSN is not configured")
 
+    async def head_seq(self) -> int:
+        return 0
+
 
 async def build_wiring(settings: Settings) -> Wiring:
+    """Raises SettingsError for a combination ``serve`` cannot run."""
     if settings.redis_host is None:
+        if settings.postgres_dsn is not None:
+            raise SettingsError("postgres_dsn", "serving needs redis_host (REDIS_HOST) too: "
+                                "the relay delivers the outbox through Redis Pub/Sub")
         return _embedded(settings)
     return await _clustered(settings)
 

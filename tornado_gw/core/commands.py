@@ -173,6 +173,14 @@ class GapLoaded:
 
 
 @dataclass(frozen=True, slots=True)
+class LogHeadKnown:
+    """The event log's highest seq at start-up: the gap baseline of a fresh instance."""
+
+    seq: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceChanged:
     conversation_id: str
     user_id: str
@@ -200,5 +208,6 @@ Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
     | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
+    | LogHeadKnown
     | PresenceChanged | PresenceListed | TypingChanged
 )

@@ -273,6 +273,10 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
         out.append(fx.LoadGap(after))
 
 
+def _log_head_known(state: Gateway, cmd: c.LogHeadKnown, out: Effects) -> None:
+    state.high_seq = max(state.high_seq, cmd.seq)
+
+
 def _presence_changed(state: Gateway, cmd: c.PresenceChanged, out: Effects) -> None:
     out.append(fx.Publish(conv_channel(cmd.conversation_id),
                           frames.presence_update(cmd.conversation_id, cmd.user_id, cmd.online)))
@@ -312,6 +316,7 @@ _HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
     c.MembershipChecked: _membership_checked,
     c.ReplayLoaded: _replay_loaded,
     c.GapLoaded: deliver_gap,
+    c.LogHeadKnown: _log_head_known,
     c.PresenceChanged: _presence_changed,
     c.PresenceListed: _presence_listed,
     c.TypingChanged: _typing_changed,

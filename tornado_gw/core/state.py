@@ -91,7 +91,7 @@ class Gateway:
     subscribers: dict[str, set[str]] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
     channel_seq: dict[str, int] = field(default_factory=dict)
-    high_seq: int = 0  # highest seq the broker delivered on any channel
+    high_seq: int = 0  # highest seq delivered on any channel, or the log's head at start-up
     typing: dict[str, set[str]] = field(default_factory=dict)
     next_refresh_at: float = 0.0
     broker_down: bool = False
