@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -48,16 +49,28 @@ CONVERSATION = "lat"
 SUBSCRIBE_CHUNK = 200  # conversation ids per subscribe frame, under the 8 KB frame cap
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct ports below Linux's ephemeral range (no client socket takes them meanwhile)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames per path (default 2000)")
-    parser.add_argument("--interval-ms", type=float, default=2.0, help="pause between frames (default 2)")
+    parser.add_argument("--interval-ms", type=float, default=2.0, help="pause between PUBLISHes (default 2)")
+    parser.add_argument("--typing-interval-ms", type=float, default=10.0,
+                        help="pause between typing frames (default 10: each costs instance A two Redis "
+                             "round trips in its ordered store lane, so 2 ms would measure queueing)")
     parser.add_argument("--redis", default=os.environ.get("REDIS_HOST", "127.0.0.1:6379"))
     return parser.parse_args()
 
@@ -72,8 +85,8 @@ def gateways(ports: list[int], redis_host: str, prefix: str, frames: int) -> Ite
     procs = [subprocess.Popen([sys.executable, "-m", "tornado_gw", f"--port={port}"], cwd=ROOT,
                               env={**env, "WSGATEWAY_PORT": str(port)}) for port in ports]
     try:
-        for port in ports:
-            _wait_healthy(port)
+        for port, proc in zip(ports, procs, strict=True):
+            _wait_healthy(port, proc)
         yield
     finally:
         for proc in procs:
@@ -82,9 +95,11 @@ def gateways(ports: list[int], redis_host: str, prefix: str, frames: int) -> Ite
             proc.wait(30)
 
 
-def _wait_healthy(port: int, timeout_s: float = 30.0) -> None:
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway on port {port} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status == 200:
@@ -180,7 +195,7 @@ def summary(name: str, latencies: list[float]) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     prefix = f"lat{uuid.uuid4().hex[:8]}:"
     typing_conversations = [f"t{n}" for n in range(args.frames)]
     interval_s = args.interval_ms / 1000
@@ -196,7 +211,7 @@ async def run(args: argparse.Namespace) -> None:
             await _until(lambda: on_b.counts["presence.update"] >= wanted, 60.0,
                          lambda: f"presence announcements: {on_b.counts['presence.update']} of {wanted}")
             published = await measure_publish(redis, prefix, [on_a, on_b], args.frames, interval_s)
-            typed = await measure_typing(typist, on_b, typing_conversations, interval_s)
+            typed = await measure_typing(typist, on_b, typing_conversations, args.typing_interval_ms / 1000)
             for ws in (on_a.ws, on_b.ws, typist):
                 await ws.close()
         print(f"{'path':<34} {'frames':>7} {'median_ms':>10} {'p99_ms':>9}")
