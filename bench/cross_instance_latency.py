@@ -16,7 +16,7 @@ include the Python WebSocket client's own receive path.
 
 Usage (from the repository root, Redis on 127.0.0.1:6379)::
 
-    .venv/bin/python bench/cross_instance_latency.py [--frames 2000] [--interval-ms 2]
+    .venv/bin/python -m bench.cross_instance_latency [--frames 2000] [--interval-ms 2]
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,7 @@ import redis.asyncio as aredis
 import ujson
 import websockets
 
+from tests.e2e.harness import free_port
 from tornado_gw.web.auth import mint_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,15 +49,10 @@ SUBSCRIBE_CHUNK = 200  # conversation ids per subscribe frame, under the 8 KB fr
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct ports below Linux's ephemeral range (no client socket takes them meanwhile)."""
+    """Distinct free ports below Linux's ephemeral range."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
+        port = free_port()
         if port not in ports:
             ports.append(port)
     return ports

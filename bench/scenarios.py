@@ -83,10 +83,27 @@ def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], fir
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
                         f"server log: {server.log_tail()}")
-    # tornado_gw starts announcing ~1.5 s after the joins (1,000,000 frames for `latency`).
-    _, quiet = settle(lambda: fleet.counts().other, quiet_s=3.0, max_s=180)
-    if not quiet:
-        raise RunFailed("the server kept sending presence or other frames for 180 s after the joins")
+    quiesce(server, fleet)
+
+
+def quiesce(server: RunningPeer, fleet: Fleet, quiet_s: float = 2.0, max_s: float = 180.0) -> None:
+    """Wait until the server is idle: no unmeasured frame for ``quiet_s`` and under a tenth
+    of a core. tornado_gw spends seconds in Redis before its presence announcements start
+    (250,000 frames for the fanout layout, 1,000,000 for `latency`), so frames alone would
+    look quiet too early."""
+    deadline = time.monotonic() + max_s
+    last_other, since = -1, time.monotonic()
+    cpu_us, at = server.cpu_us(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        other, now, used_us = fleet.counts().other, time.monotonic(), server.cpu_us()
+        busy = used_us - cpu_us > 0.1 * (now - at) * 1e6
+        cpu_us, at = used_us, now
+        if other != last_other or busy:
+            last_other, since = other, now
+        elif now - since >= quiet_s:
+            return
+    raise RunFailed(f"the server was still busy or sending frames {max_s:.0f} s after the joins")
 
 
 def settle(read: Callable[[], int], quiet_s: float, max_s: float,
