@@ -55,6 +55,10 @@ class Context:
     duration_s: float | None = None
     runs: int = 0
 
+    def quiet_s(self) -> float:
+        """How long the server must stay idle after the joins before measuring."""
+        return 1.0 if self.smoke else 2.0
+
     def workload(self, name: str, default: Workload) -> Workload:
         chosen = SMOKE[name] if self.smoke else default
         return replace(chosen, duration_s=self.duration_s) if self.duration_s else chosen
@@ -76,14 +80,15 @@ def serving(peer: Peer, ctx: Context) -> Iterator[tuple[RunningPeer, Fleet]]:
         server.stop()
 
 
-def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], first_user: int = 0) -> None:
+def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], first_user: int = 0,
+            quiet_s: float = 2.0) -> None:
     """Open one connection per membership list, then wait until the server has announced the
     joins (tornado_gw sends presence.update to every member): any failure fails the run."""
     ready = fleet.add(make_clients(memberships, first_user), timeout_s=120)
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
                         f"server log: {server.log_tail()}")
-    quiesce(server, fleet)
+    quiesce(server, fleet, quiet_s)
 
 
 def quiesce(server: RunningPeer, fleet: Fleet, quiet_s: float = 2.0, max_s: float = 180.0) -> None:
@@ -140,7 +145,7 @@ def warm_up(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
             time.sleep(0.05)
     rate = workload.event_rate / 5 if workload.event_rate >= 5 else workload.event_rate
     measure(server, fleet, publisher,
-            replace(workload, event_rate=rate, duration_s=min(2.0, workload.duration_s)))
+            replace(workload, event_rate=rate, duration_s=min(2.0, workload.duration_s / 2)))
 
 
 def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: Workload) -> Metrics:
@@ -170,7 +175,7 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
 def traffic(peer: Peer, ctx: Context, workload: Workload) -> Metrics:
     """fanout and latency: connect, warm up, one measured phase."""
     with serving(peer, ctx) as (server, fleet):
-        connect(fleet, server, workload.memberships())
+        connect(fleet, server, workload.memberships(), quiet_s=ctx.quiet_s())
         publisher = Publisher(ctx.redis, peer.protocol, server.prefix, workload.frame_bytes)
         warm_up(server, fleet, publisher, workload)
         return measure(server, fleet, publisher, workload)
@@ -190,7 +195,7 @@ def sweep(peer: Peer, ctx: Context) -> Metrics:
     members_per_event = base.connections * base.per_connection / base.conversations
     steps: list[Metrics] = []
     with serving(peer, ctx) as (server, fleet):
-        connect(fleet, server, base.memberships())
+        connect(fleet, server, base.memberships(), quiet_s=ctx.quiet_s())
         publisher = Publisher(ctx.redis, peer.protocol, server.prefix, base.frame_bytes)
         rates = SMOKE_SWEEP_STEPS if ctx.smoke else SWEEP_STEPS
         warm_up(server, fleet, publisher, replace(base, event_rate=rates[0] / members_per_event))
@@ -216,7 +221,7 @@ def idle(peer: Peer, ctx: Context) -> Metrics:
         baseline = server.rss_bytes()
         opened = 0
         for total in SMOKE_IDLE_STEPS if ctx.smoke else IDLE_STEPS:
-            connect(fleet, server, small_groups(opened, total), first_user=opened)
+            connect(fleet, server, small_groups(opened, total), opened, ctx.quiet_s())
             opened = total
             time.sleep(1.0)  # let the server finish its per-connection work
             figures[f"kb_per_conn_{total}"] = (server.rss_bytes() - baseline) / total / 1024
