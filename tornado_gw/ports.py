@@ -110,8 +110,8 @@ class SessionSnapshot:
 
 
 class SessionStore(Protocol):
-    async def save(self, snapshot: SessionSnapshot, ttl_s: float) -> None:
-        """Store or replace the snapshot; it disappears after ``ttl_s``."""
+    async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
+        """Store or replace the snapshots (in one round trip); each disappears after ``ttl_s``."""
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The snapshot if it exists and has not expired."""
@@ -120,10 +120,12 @@ class SessionStore(Protocol):
 
 
 class PresenceStore(Protocol):
-    """Who is online where, per session with its own expiry (PITFALLS 10).
+    """Who is online where, per connection with its own expiry (PITFALLS 10).
 
-    A user is online in a conversation while at least one of their sessions
-    there has not expired. Each transition is reported to exactly one caller
+    The ``session_id`` arguments name one connection's presence entry (a resumed
+    session gets a new one, so a late close of its old connection cannot take
+    the user offline). A user is online in a conversation while at least one of
+    their entries there has not expired. Each transition is reported to exactly one caller
     cluster-wide, so it is announced once."""
 
     async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
@@ -131,6 +133,12 @@ class PresenceStore(Protocol):
 
     async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
         """Remove the session; True when the user has no other live session there."""
+
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
+                     expires_at: float) -> list[tuple[str, str]]:
+        """``join`` for many live sessions at once (in one round trip): set their expiry,
+        re-creating entries that were lost (e.g. expired while Redis was away); returns
+        ``(conversation_id, user_id)`` for each user that thereby came online."""
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
         """Set the expiry of ``(conversation_id, user_id, session_id)`` entries that still

@@ -71,11 +71,11 @@ def test_sessions_save_load_replace_delete(open_stores: OpenStores) -> None:
     async def scenario() -> None:
         async with open_stores("sessions") as (sessions, other):
             snapshot = SessionSnapshot("s-1", "u-1", ("c1", "c:2"))
-            await sessions.save(snapshot, 60)
+            await sessions.save([snapshot], 60)
             assert await other.load("s-1") == snapshot
             assert await other.load("s-unknown") is None
             replaced = SessionSnapshot("s-1", "u-1", ())
-            await sessions.save(replaced, 60)
+            await sessions.save([replaced], 60)
             assert await other.load("s-1") == replaced
             await other.delete("s-1")
             assert await sessions.load("s-1") is None
@@ -87,8 +87,8 @@ def test_sessions_save_load_replace_delete(open_stores: OpenStores) -> None:
 def test_sessions_expire_after_ttl(open_stores: OpenStores) -> None:
     async def scenario() -> None:
         async with open_stores("sessions") as (sessions, _):
-            await sessions.save(SessionSnapshot("s-short", "u", ("c",)), 0.2)
-            await sessions.save(SessionSnapshot("s-long", "u", ("c",)), 60)
+            await sessions.save([SessionSnapshot("s-short", "u", ("c",))], 0.2)
+            await sessions.save([SessionSnapshot("s-long", "u", ("c",))], 60)
             assert await sessions.load("s-short") is not None
             loaded: list[SessionSnapshot | None] = [None]
 
@@ -159,6 +159,21 @@ def test_presence_refresh_can_pull_the_expiry_in(open_stores: OpenStores) -> Non
             assert await other.expire(119.0) == []
             assert await presence.expire(120.0) == [("c1", "alice")]
             assert await presence.online("c1", 100.0) == []
+
+    run(scenario())
+
+
+def test_presence_rejoin_recreates_lost_entries_and_reports_comebacks(open_stores: OpenStores) -> None:
+    async def scenario() -> None:
+        async with open_stores("presence") as (presence, other):
+            await presence.join("c1", "alice", "s1", 100.0)
+            await presence.join("c1", "bob", "s2", 100.0)
+            assert sorted(await other.expire(150.0)) == [("c1", "alice"), ("c1", "bob")]  # e.g. Redis away
+            await presence.join("c1", "bob", "s3", 200.0)  # bob came back on his own
+            entries = [("c1", "alice", "s1"), ("c1", "bob", "s2"), ("c2", "alice", "s1")]
+            assert sorted(await presence.rejoin(entries, 300.0)) == [("c1", "alice"), ("c2", "alice")]
+            assert await other.online("c1", 250.0) == ["alice", "bob"]
+            assert await other.rejoin(entries, 400.0) == []  # refresh only: nobody new
 
     run(scenario())
 
@@ -302,7 +317,7 @@ def test_redis_snapshot_keys_all_carry_a_ttl(redis_host: str, redis_prefix: str)
                   RedisTyping(client, redis_prefix)]
         sessions, presence, typing = stores
         try:
-            await sessions.save(SessionSnapshot("s1", "u1", ("c1",)), 120)
+            await sessions.save([SessionSnapshot("s1", "u1", ("c1",))], 120)
             await presence.join("c1", "u1", "s1", 100.0)
             await presence.refresh([("c1", "u1", "s1")], 200.0)
             await typing.start("c1", "u1", 100.0)

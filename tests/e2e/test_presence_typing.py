@@ -108,3 +108,20 @@ async def test_typing_stops_when_the_typists_last_session_leaves(gateway: Gatewa
     assert (await bob.expect("typing.stop"))["payload"] == {"conversation_id": "c1", "user_id": "alice"}
     await alice.close()
     assert (await bob.expect("typing.stop"))["payload"] == {"conversation_id": "c2", "user_id": "alice"}
+
+
+async def test_a_late_close_of_a_resumed_sessions_old_connection_keeps_the_user_online(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(presence_grace_s=0.5)
+    observer = await _joined(gateway, "observer", "c1")
+    old = await Client.connect(gateway)
+    session = (await old.auth("alice"))["session_id"]
+    await old.subscribe("c1")
+    assert _presence(await observer.expect("presence.update")) == ("c1", "observer", "online")
+    assert _presence(await observer.expect("presence.update")) == ("c1", "alice", "online")
+    new = await Client.connect(gateway)
+    assert (await new.auth("alice", session_id=session))["resumed"] is True
+    await old.close()  # the half-open old connection is noticed only now
+    assert [f for f in await observer.silent(1.5) if f["type"] == "presence.update"] == []
+    await observer.send("presence.query", {"conversation_id": "c1"})
+    assert (await observer.expect("presence.state"))["payload"]["user_ids"] == ["alice", "observer"]

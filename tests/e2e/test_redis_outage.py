@@ -168,3 +168,25 @@ async def test_a_half_open_redis_is_noticed_by_the_probe_and_the_subscriber_rest
 async def _subscriber_ids(cluster: Cluster, redis: aredis.Redis) -> set[str]:
     """Redis-side ids of the connections named as the gateway's Pub/Sub subscriber."""
     return {c["id"] for c in await redis.client_list() if c["name"].startswith(cluster.prefix + "subscribe:")}
+
+
+async def test_users_are_announced_online_again_after_an_outage_longer_than_the_presence_ttl(
+        cluster: Cluster, proxy: ProxyThread) -> None:
+    async with cluster.redis():
+        [direct] = cluster.start(1, presence_ttl_s=1.5)
+        observer = await joined(direct, "observer", "c1")
+        [behind] = cluster.start(1, redis_host=proxy.proxy.address, presence_ttl_s=1.5,
+                                 probe_interval_s=PROBE_INTERVAL_S, probe_timeout_s=PROBE_TIMEOUT_S)
+        await joined(behind, "alice", "c1")
+        await observer.expect("presence.update")  # observer online
+        assert (await observer.expect("presence.update"))["payload"]["user_id"] == "alice"
+        proxy.cut()
+        await _degraded(behind)
+        offline = await observer.expect("presence.update", timeout=3 * T)
+        assert offline["payload"] == {"conversation_id": "c1", "user_id": "alice", "status": "offline"}
+        proxy.restore()
+        await _recovered(behind)
+        online = await observer.expect("presence.update", timeout=2 * T)
+        assert online["payload"] == {"conversation_id": "c1", "user_id": "alice", "status": "online"}
+        await observer.send("presence.query", {"conversation_id": "c1"})
+        assert (await observer.expect("presence.state"))["payload"]["user_ids"] == ["alice", "observer"]

@@ -149,8 +149,10 @@ class MemorySessions:
         self._clock = clock
         self._snapshots: dict[str, tuple[SessionSnapshot, float]] = {}
 
-    async def save(self, snapshot: SessionSnapshot, ttl_s: float) -> None:
-        self._snapshots[snapshot.session_id] = (snapshot, self._clock() + ttl_s)
+    async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
+        expires_at = self._clock() + ttl_s
+        for snapshot in snapshots:
+            self._snapshots[snapshot.session_id] = (snapshot, expires_at)
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         entry = self._snapshots.get(session_id)
@@ -209,6 +211,10 @@ class MemoryPresence:
             return False
         _drop(self._convs, conversation_id, user_id)
         return True
+
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
+                     expires_at: float) -> list[tuple[str, str]]:
+        return [(cid, uid) for cid, uid, sid in entries if await self.join(cid, uid, sid, expires_at)]
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
         for conversation_id, user_id, session_id in entries:

@@ -44,14 +44,24 @@ def typing_due_key(prefix: str) -> str:
     return f"{prefix}typing_due"
 
 
-# KEYS: presence zset, user counts, due index. ARGV: expires_at, user_id, session_id, cid, gc ms.
+# KEYS: due index, then (presence zset, user counts) per entry.
+# ARGV: expires_at, gc ms, then (user_id, session_id, cid) per entry.
+# Returns {cid1, uid1, ...}: the users that had no entry there before (now online).
+# One call for many entries: a refresh of thousands costs one round trip.
 _JOIN = """
-local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
-redis.call('ZADD', KEYS[3], 'LT', ARGV[1], ARGV[4])
-local first = 0
-if added == 1 and redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then first = 1 end
-for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[5]) end
-return first
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local zkey, ukey = KEYS[2 * i], KEYS[2 * i + 1]
+  local uid, sid, cid = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local added = redis.call('ZADD', zkey, ARGV[1], uid .. '|' .. sid)
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[1], cid)
+  if added == 1 and redis.call('HINCRBY', ukey, uid, 1) == 1 then
+    out[#out + 1] = cid; out[#out + 1] = uid
+  end
+  redis.call('PEXPIRE', zkey, ARGV[2]); redis.call('PEXPIRE', ukey, ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return out
 """
 
 # KEYS: presence zset, user counts. ARGV: user_id, session_id, now.
@@ -147,10 +157,13 @@ class _ExpiringStore(_RedisStore):
 class RedisSessions(_RedisStore):
     """``session:{session_id}`` strings holding the snapshot as JSON, with a PX TTL."""
 
-    async def save(self, snapshot: SessionSnapshot, ttl_s: float) -> None:
-        value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids})
+    async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for snapshot in snapshots:
+            value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids})
+            pipe.set(session_key(self._prefix, snapshot.session_id), value, px=_ms(ttl_s))
         with unavailable("save session"):
-            await self._redis.set(session_key(self._prefix, snapshot.session_id), value, px=_ms(ttl_s))
+            await pipe.execute()
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         with unavailable("load session"):
@@ -174,12 +187,19 @@ class RedisPresence(_ExpiringStore):
         self._leave = client.register_script(_LEAVE)
 
     async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
-        keys = [self._zset(conversation_id), self._users(conversation_id), presence_due_key(self._prefix)]
+        return bool(await self.rejoin([(conversation_id, user_id, session_id)], expires_at))
+
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
+                     expires_at: float) -> list[tuple[str, str]]:
+        """The join script over every entry at once; re-creates what expired while Redis was away."""
+        keys = [presence_due_key(self._prefix)]
+        args: list[object] = [repr(expires_at), self._gc_ms]
+        for conversation_id, user_id, session_id in entries:
+            keys += [self._zset(conversation_id), self._users(conversation_id)]
+            args += [user_id, session_id, conversation_id]
         with unavailable("presence join"):
-            first = await self._join(
-                keys=keys, args=[repr(expires_at), user_id, session_id, conversation_id, self._gc_ms]
-            )
-        return bool(first)
+            found = await self._join(keys=keys, args=args) if entries else []
+        return [(found[i].decode(), found[i + 1].decode()) for i in range(0, len(found), 2)]
 
     async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
         keys = [self._zset(conversation_id), self._users(conversation_id)]

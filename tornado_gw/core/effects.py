@@ -69,7 +69,7 @@ class LoadSession:
 
 @dataclass(frozen=True, slots=True)
 class SaveSession:
-    snapshot: SessionSnapshot
+    snapshots: tuple[SessionSnapshot, ...]
     ttl_s: float
 
 
@@ -87,6 +87,14 @@ class LeavePresence:
     user_id: str
     session_id: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinPresence:
+    """Live entries pushed forward, re-created if lost; comebacks are announced."""
+
+    entries: tuple[tuple[str, str, str], ...]
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +159,7 @@ CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
 Effect = (
     SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
-    | LoadSession | SaveSession | JoinPresence | LeavePresence | RefreshPresence | QueryPresence
+    | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
+    | QueryPresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
 )

@@ -148,11 +148,14 @@ _REASONS = {
 def _refresh(state: Gateway, at: float, out: Effects) -> None:
     """Live sessions push their presence and snapshots forward (PITFALLS 10)."""
     entries = []
+    snapshots = []
     for conn in state.connections.values():
-        if conn.phase is not Phase.AUTHENTICATED or conn.session_id is None or conn.op is not None:
+        if conn.phase is not Phase.AUTHENTICATED or conn.presence_id is None or conn.op is not None:
             continue
         assert conn.user_id is not None
-        entries.extend((cid, conn.user_id, conn.session_id) for cid in sorted(conn.conversations))
-        out.append(operations.save_session(state, conn))
+        entries.extend((cid, conn.user_id, conn.presence_id) for cid in sorted(conn.conversations))
+        snapshots.append(operations.snapshot(conn))
+    if snapshots:
+        out.append(fx.SaveSession(tuple(snapshots), operations.session_ttl(state, live=True)))
     if entries:
-        out.append(fx.RefreshPresence(tuple(entries), at + state.limits.presence_ttl_s))
+        out.append(fx.RejoinPresence(tuple(entries), at + state.limits.presence_ttl_s))

@@ -89,6 +89,7 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
     """Channels are live: answer, announce presence, then replay or finish."""
     op = conn.op
     assert op is not None and conn.user_id is not None and conn.session_id is not None
+    assert conn.presence_id is not None
     limits = state.limits
     if op.kind == "auth":
         out.append(fx.SendFrame(conn.conn_id, frames.auth_success(
@@ -96,7 +97,7 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
     else:
         out.append(fx.SendFrame(conn.conn_id, frames.subscribed(op.granted, op.denied)))
     for cid in op.added:
-        out.append(fx.JoinPresence(cid, conn.user_id, conn.session_id, at + limits.presence_ttl_s))
+        out.append(fx.JoinPresence(cid, conn.user_id, conn.presence_id, at + limits.presence_ttl_s))
     out.append(save_session(state, conn))
     if op.last_seq is None:
         finish(state, conn, out)
@@ -139,10 +140,14 @@ def _send_ordered(conn: Connection, ordered: list[tuple[str, bytes, str]], out: 
 def save_session(state: Gateway, conn: Connection, live: bool = True) -> fx.SaveSession:
     """Snapshot for resume: ``resume_window_s`` after a disconnect; while ``live``, long
     enough to outlast a crash by the window (refreshed every ``presence_ttl_s / 3``)."""
+    return fx.SaveSession((snapshot(conn),), session_ttl(state, live))
+
+
+def snapshot(conn: Connection) -> SessionSnapshot:
     assert conn.user_id is not None and conn.session_id is not None
+    return SessionSnapshot(conn.session_id, conn.user_id, tuple(sorted(conn.conversations)))
+
+
+def session_ttl(state: Gateway, live: bool) -> float:
     limits = state.limits
-    ttl = limits.resume_window_s
-    if live:
-        ttl += limits.presence_ttl_s
-    snapshot = SessionSnapshot(conn.session_id, conn.user_id, tuple(sorted(conn.conversations)))
-    return fx.SaveSession(snapshot, ttl)
+    return limits.resume_window_s + (limits.presence_ttl_s if live else 0.0)

@@ -111,6 +111,7 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
     conn.user_id = cmd.user_id
     conn.token_expires_at = cmd.expires_at
     conn.new_session_id = cmd.new_session_id
+    conn.presence_id = cmd.new_session_id  # unique per connection, made at the edge
     conn.op = Operation("auth", (), cmd.last_seq)
     if cmd.session_id is not None:
         out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
@@ -139,14 +140,14 @@ def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects)
 
 def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
     user_id = _require_auth(conn, "unsubscribe")
-    assert conn.session_id is not None
+    assert conn.presence_id is not None
     for cid in cmd.conversation_ids:
         if cid not in conn.conversations:
             continue
         conn.conversations.discard(cid)
         operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
         conn.delivered.pop(conv_channel(cid), None)
-        out.append(fx.LeavePresence(cid, user_id, conn.session_id, cmd.at))
+        out.append(fx.LeavePresence(cid, user_id, conn.presence_id, cmd.at))
         _stop_typing_if_last(state, conn, cid, out)
     out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
     out.append(operations.save_session(state, conn))
@@ -201,10 +202,10 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
         channels.append(user_channel(conn.user_id))
     for channel in channels:
         operations.remove_subscriber(state, channel, conn.conn_id, out)
-    if conn.user_id is None or conn.session_id is None:
+    if conn.user_id is None or conn.session_id is None or conn.presence_id is None:
         return
     out.append(operations.save_session(state, conn, live=False))
-    entries = tuple((cid, conn.user_id, conn.session_id) for cid in sorted(conn.conversations))
+    entries = tuple((cid, conn.user_id, conn.presence_id) for cid in sorted(conn.conversations))
     if entries:
         out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))
     for cid in sorted(conn.conversations):
@@ -263,6 +264,7 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
     if not state.broker_down:
         return
     state.broker_down = False
+    state.next_refresh_at = 0.0  # re-create presence that expired meanwhile at the next tick
     # A channel with no seq of its own missed nothing up to the highest seq seen on any
     # channel: the relay publishes in seq order, and they share one connection. With no
     # seq seen at all there is no safe start: reading from 0 would resend old history.

@@ -76,6 +76,7 @@ class Connection:
     user_id: str | None = None
     session_id: str | None = None
     new_session_id: str | None = None
+    presence_id: str | None = None  # this connection's presence entry (one per connection)
     token_expires_at: float | None = None
     conversations: set[str] = field(default_factory=set)
     delivered: dict[str, int] = field(default_factory=dict)

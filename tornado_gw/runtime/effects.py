@@ -135,7 +135,7 @@ class EffectRunner:
             snapshot = await a.sessions.load(effect.session_id)
             self._submit(c.SessionLoaded(effect.conn_id, snapshot, now()))
         elif isinstance(effect, fx.SaveSession):
-            await a.sessions.save(effect.snapshot, effect.ttl_s)
+            await a.sessions.save(effect.snapshots, effect.ttl_s)
         elif isinstance(effect, fx.JoinPresence):
             joined = await a.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
                                            effect.expires_at)
@@ -144,6 +144,9 @@ class EffectRunner:
         elif isinstance(effect, fx.LeavePresence):
             if await a.presence.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at):
                 self._submit(c.PresenceChanged(effect.conversation_id, effect.user_id, False, now()))
+        elif isinstance(effect, fx.RejoinPresence):
+            for cid, uid in await a.presence.rejoin(effect.entries, effect.expires_at):
+                self._submit(c.PresenceChanged(cid, uid, True, now()))
         elif isinstance(effect, fx.RefreshPresence):
             await a.presence.refresh(effect.entries, effect.expires_at)
         elif isinstance(effect, fx.QueryPresence):
