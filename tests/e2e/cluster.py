@@ -83,15 +83,6 @@ class Cluster:
         return sorted(int(c["sub"]) for c in named)
 
 
-async def joined(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:
-    """A client authenticated as ``user_id`` and subscribed to ``conversations``."""
-    client = await Client.connect(gateway)
-    await client.auth(user_id)
-    if conversations:
-        await client.subscribe(*conversations)
-    return client
-
-
 async def settle(read: Callable[[], Awaitable[V]], expected: V, what: str, timeout: float = T) -> None:
     """Poll the async ``read`` until it returns ``expected``; fail with the last value."""
     deadline = time.monotonic() + timeout

@@ -253,3 +253,21 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def joined(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:
+    """A client authenticated as ``user_id`` and subscribed to ``conversations``."""
+    client = await Client.connect(gateway)
+    await client.auth(user_id)
+    if conversations:
+        await client.subscribe(*conversations)
+    return client
+
+
+def publish(gateway: GatewayProcess, conversation_id: str, n: int) -> int:
+    """``POST /publish`` of a ``message.new`` numbered ``n``; returns its seq (embedded log)."""
+    event = {"channel": f"conv:{conversation_id}", "type": "message.new",
+             "payload": {"conversation_id": conversation_id, "n": n}}
+    status, body = gateway.http("POST", "/publish", event)
+    assert status == 202, body
+    return int(body["seq"])

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.e2e.cluster import Cluster, joined, of_type, presence, quiet, settle
-from tests.e2e.harness import Client, GatewayProcess, T
+from tests.e2e.cluster import Cluster, of_type, presence, quiet, settle
+from tests.e2e.harness import Client, GatewayProcess, T, joined
 
 pytestmark = pytest.mark.e2e
 

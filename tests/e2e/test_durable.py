@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from tests.e2e.harness import ROOT, SECRET, Client, GatewayProcess, T, async_wait_until, wait_until
-from tests.e2e.test_redis_outage import ProxyThread
+from tests.support.tcp_proxy import ProxyThread
 from tornado_gw.settings import Settings
 
 pytestmark = pytest.mark.e2e

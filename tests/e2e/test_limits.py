@@ -16,8 +16,7 @@ import pytest
 import ujson
 import websockets
 
-from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until, token, wait_until
-from tests.e2e.test_protocol import member
+from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until, joined, token, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +29,14 @@ def _padded_ping(size: int) -> str:
 
 
 async def test_binary_frame_closes_1003(gateway: GatewayProcess) -> None:
-    client = await member(gateway, "alice")
+    client = await joined(gateway, "alice")
     await client.send_raw(b'{"type": "ping"}')
     assert (await client.closed())[0] == 1003
     assert gateway.metric("gateway_closes_total", code="1003") == 1
 
 
 async def test_frame_over_8192_bytes_closes_1009_and_smaller_ones_are_served(gateway: GatewayProcess) -> None:
-    client = await member(gateway, "alice")
+    client = await joined(gateway, "alice")
     for size in (8000, 8192):
         await client.send_raw(_padded_ping(size))
         assert (await client.next())["type"] == "pong", size
@@ -47,9 +46,9 @@ async def test_frame_over_8192_bytes_closes_1009_and_smaller_ones_are_served(gat
 
 async def test_metrics_count_the_closes_tornado_sends_itself(gateway: GatewayProcess) -> None:
     """1009 (too big) and 1007 (invalid UTF-8) are decided below the reducer; operators count them too."""
-    too_big = await member(gateway, "alice")
+    too_big = await joined(gateway, "alice")
     await too_big.send_raw(_padded_ping(8193))
-    not_utf8 = await member(gateway, "bob")
+    not_utf8 = await joined(gateway, "bob")
     await not_utf8.ws.send(b'{"type": "ping", "x": "\xff"}', text=True)
     assert ((await too_big.closed())[0], (await not_utf8.closed())[0]) == (1009, 1007)
     await async_wait_until(lambda: gateway.http("GET", "/health")[1]["connections"] == 0, "both to close")
@@ -84,7 +83,7 @@ async def test_auth_timeout_default_is_10_s(gateway: GatewayProcess) -> None:
 async def test_websocket_pings_do_not_keep_an_idle_connection(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(idle_timeout_s=0.5)
-    client = await member(gateway, "alice")
+    client = await joined(gateway, "alice")
     since = time.monotonic()
 
     async def control_pings() -> None:
@@ -102,7 +101,7 @@ async def test_websocket_pings_do_not_keep_an_idle_connection(
 async def test_application_pings_keep_a_connection_until_they_stop(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(idle_timeout_s=0.5)
-    client = await member(gateway, "alice")
+    client = await joined(gateway, "alice")
     busy_until = time.monotonic() + 1.2
     while True:
         last_frame = time.monotonic()
@@ -256,7 +255,7 @@ async def _read_flood(client: Client, count: int) -> list[tuple[int, int]]:
 async def test_client_that_never_reads_is_closed_4009_while_a_reader_gets_everything(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(memory_log_events=64)  # the replay log must not hide what buffers hold
-    reader = await member(gateway, "reader", "flood")
+    reader = await joined(gateway, "reader", "flood")
     slow = RawWebSocket(gateway.port, receive_buffer=4096)
     slow.send("auth", {"token": token("slow")})
     slow.send("subscribe", {"conversation_ids": ["flood"]})

@@ -21,7 +21,7 @@ from tests.e2e.test_durable import (
     seqs,
     through,
 )
-from tests.e2e.test_redis_outage import ProxyThread
+from tests.support.tcp_proxy import ProxyThread
 
 pytestmark = pytest.mark.e2e
 cluster = pytest.fixture(new_cluster, name="cluster")

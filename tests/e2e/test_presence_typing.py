@@ -7,16 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Client, GatewayProcess
+from tests.e2e.harness import Client, GatewayProcess, joined
 
 pytestmark = pytest.mark.e2e
-
-
-async def _joined(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:
-    client = await Client.connect(gateway)
-    await client.auth(user_id)
-    await client.subscribe(*conversations)
-    return client
 
 
 def _presence(frame: dict[str, Any]) -> tuple[str, str, str]:
@@ -26,11 +19,11 @@ def _presence(frame: dict[str, Any]) -> tuple[str, str, str]:
 
 async def test_presence_online_when_first_session_joins_and_offline_on_unsubscribe(
         gateway: GatewayProcess) -> None:
-    alice = await _joined(gateway, "alice", "c1")
+    alice = await joined(gateway, "alice", "c1")
     assert _presence(await alice.expect("presence.update")) == ("c1", "alice", "online")
-    bob = await _joined(gateway, "bob", "c1")
+    bob = await joined(gateway, "bob", "c1")
     assert _presence(await alice.expect("presence.update")) == ("c1", "bob", "online")
-    bob_laptop = await _joined(gateway, "bob", "c1")
+    bob_laptop = await joined(gateway, "bob", "c1")
     await bob.send("presence.query", {"conversation_id": "c1"})
     state = await bob.expect("presence.state")
     assert state["payload"] == {"conversation_id": "c1", "user_ids": ["alice", "bob"]}
@@ -46,7 +39,7 @@ async def test_presence_online_when_first_session_joins_and_offline_on_unsubscri
 async def test_offline_comes_after_the_grace_period_unless_the_session_resumes(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(presence_grace_s=0.6)
-    alice = await _joined(gateway, "alice", "c1")
+    alice = await joined(gateway, "alice", "c1")
     bob = await Client.connect(gateway)
     session = (await bob.auth("bob"))["session_id"]
     await bob.subscribe("c1")
@@ -62,9 +55,9 @@ async def test_offline_comes_after_the_grace_period_unless_the_session_resumes(
 
 
 async def test_typing_reaches_others_but_never_the_typist(gateway: GatewayProcess) -> None:
-    alice = await _joined(gateway, "alice", "c1")
-    alice_phone = await _joined(gateway, "alice", "c1")
-    bob = await _joined(gateway, "bob", "c1")
+    alice = await joined(gateway, "alice", "c1")
+    alice_phone = await joined(gateway, "alice", "c1")
+    bob = await joined(gateway, "bob", "c1")
     await alice.send("typing", {"conversation_id": "c1"})
     start = await bob.expect("typing.start")
     assert start["payload"] == {"conversation_id": "c1", "user_id": "alice"}
@@ -76,8 +69,8 @@ async def test_typing_reaches_others_but_never_the_typist(gateway: GatewayProces
 
 async def test_typing_stops_after_ttl(start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(typing_ttl_s=0.5)
-    alice = await _joined(gateway, "alice", "c1")
-    bob = await _joined(gateway, "bob", "c1")
+    alice = await joined(gateway, "alice", "c1")
+    bob = await joined(gateway, "bob", "c1")
     await alice.send("typing", {"conversation_id": "c1"})
     await bob.expect("typing.start")
     stop = await bob.expect("typing.stop", timeout=2)
@@ -85,8 +78,8 @@ async def test_typing_stops_after_ttl(start_gateway: Callable[..., GatewayProces
 
 
 async def test_typing_stops_at_once_when_the_typist_sends_a_message(gateway: GatewayProcess) -> None:
-    alice = await _joined(gateway, "alice", "c1")
-    bob = await _joined(gateway, "bob", "c1")
+    alice = await joined(gateway, "alice", "c1")
+    bob = await joined(gateway, "bob", "c1")
     await alice.send("typing", {"conversation_id": "c1"})
     await bob.expect("typing.start")
     message = {"conversation_id": "c1", "message": {"id": "m1", "sender_id": "alice", "content": "hi"}}
@@ -98,8 +91,8 @@ async def test_typing_stops_at_once_when_the_typist_sends_a_message(gateway: Gat
 
 
 async def test_typing_stops_when_the_typists_last_session_leaves(gateway: GatewayProcess) -> None:
-    alice = await _joined(gateway, "alice", "c1", "c2")
-    bob = await _joined(gateway, "bob", "c1", "c2")
+    alice = await joined(gateway, "alice", "c1", "c2")
+    bob = await joined(gateway, "bob", "c1", "c2")
     await alice.send("typing", {"conversation_id": "c1"})
     await alice.send("typing", {"conversation_id": "c2"})
     await bob.expect("typing.start")
@@ -113,7 +106,7 @@ async def test_typing_stops_when_the_typists_last_session_leaves(gateway: Gatewa
 async def test_a_late_close_of_a_resumed_sessions_old_connection_keeps_the_user_online(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(presence_grace_s=0.5)
-    observer = await _joined(gateway, "observer", "c1")
+    observer = await joined(gateway, "observer", "c1")
     old = await Client.connect(gateway)
     session = (await old.auth("alice"))["session_id"]
     await old.subscribe("c1")

@@ -8,20 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import SECRET, Client, GatewayProcess, token
-from tests.e2e.test_resume import publish
+from tests.e2e.harness import SECRET, Client, GatewayProcess, joined, publish, token
 from tornado_gw.web.auth import mint_token
 
 pytestmark = pytest.mark.e2e
-
-
-async def member(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:
-    """An authenticated client subscribed to ``conversations``."""
-    client = await Client.connect(gateway)
-    await client.auth(user_id)
-    if conversations:
-        await client.subscribe(*conversations)
-    return client
 
 
 async def _close(*clients: Client) -> None:
@@ -59,7 +49,7 @@ async def test_subscribe_grants_lists_denied_and_the_stream_is_live(gateway: Gat
 
 
 async def test_unsubscribe_replies_and_stops_that_conversation_only(gateway: GatewayProcess) -> None:
-    client = await member(gateway, "alice", "c1", "c2")
+    client = await joined(gateway, "alice", "c1", "c2")
     await client.send("unsubscribe", {"conversation_ids": ["c1"]})
     assert await client.expect("unsubscribed") == {"type": "unsubscribed",
                                                    "payload": {"conversation_ids": ["c1"]}}
@@ -73,8 +63,8 @@ async def test_unsubscribe_replies_and_stops_that_conversation_only(gateway: Gat
 
 
 async def test_typing_needs_a_subscription_and_reaches_only_others(gateway: GatewayProcess) -> None:
-    alice = await member(gateway, "alice", "c1")
-    bob = await member(gateway, "bob", "c1")
+    alice = await joined(gateway, "alice", "c1")
+    bob = await joined(gateway, "bob", "c1")
     await alice.send("typing", {"conversation_id": "c2"})
     error = (await alice.expect("error"))["payload"]
     assert (error["code"], error["ref_type"]) == ("forbidden", "typing")
@@ -86,8 +76,8 @@ async def test_typing_needs_a_subscription_and_reaches_only_others(gateway: Gate
 
 
 async def test_presence_query_answers_presence_state(gateway: GatewayProcess) -> None:
-    alice = await member(gateway, "alice", "c1")
-    bob = await member(gateway, "bob", "c1")
+    alice = await joined(gateway, "alice", "c1")
+    bob = await joined(gateway, "bob", "c1")
     await alice.send("presence.query", {"conversation_id": "c1"})
     state = await alice.expect("presence.state")
     assert state["payload"]["conversation_id"] == "c1"
@@ -137,7 +127,7 @@ async def test_each_bad_frame_gets_its_error_code_and_the_connection_lives(gatew
 
 async def test_subscriptions_past_the_limit_are_refused(start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(max_subscriptions=2)
-    client = await member(gateway, "alice")
+    client = await joined(gateway, "alice")
     await client.send("subscribe", {"conversation_ids": ["c1", "c2", "c3"]})
     error = (await client.expect("error"))["payload"]
     assert (error["code"], error["ref_type"]) == ("too_many_subscriptions", "subscribe")
@@ -167,7 +157,7 @@ async def test_second_auth_of_the_same_user_refreshes_the_token(gateway: Gateway
 
 
 async def test_another_users_token_on_a_live_connection_closes_4001(gateway: GatewayProcess) -> None:
-    client = await member(gateway, "alice", "c1")
+    client = await joined(gateway, "alice", "c1")
     await client.send("auth", {"token": token("mallory")})
     error = await client.expect("auth.error")
     assert set(error["payload"]) == {"code", "message"}
@@ -188,7 +178,7 @@ async def test_invalid_token_gets_auth_error_then_4001(gateway: GatewayProcess, 
 
 
 async def test_token_expiry_closes_4003_and_spares_others(gateway: GatewayProcess) -> None:
-    alice = await member(gateway, "alice", "c1")
+    alice = await joined(gateway, "alice", "c1")
     minted = time.time()
     bob = await Client.connect(gateway)
     await bob.auth("bob", token=token("bob", ttl_s=1.0))

@@ -8,56 +8,22 @@ calls or process waits.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aredis
 
-from tests.e2e.cluster import Cluster, joined, of_type, open_sockets, rss_kb, settle
-from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until
-from tests.support.tcp_proxy import TcpProxy
+from tests.e2e.cluster import Cluster, of_type, open_sockets, rss_kb, settle
+from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until, joined
+from tests.support.tcp_proxy import ProxyThread
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROBE_INTERVAL_S = 0.3
 PROBE_TIMEOUT_S = 0.5
 CUTS = 5
-
-
-class ProxyThread:
-    """A ``TcpProxy`` on a thread of its own; every call waits for the proxy to act."""
-
-    def __init__(self, target: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
-        self.proxy = TcpProxy(target)
-
-    def __enter__(self) -> ProxyThread:
-        self._thread.start()
-        self._call(self.proxy.__aenter__())
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._call(self.proxy.cut())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(T)
-        self._loop.close()
-
-    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(T)
-
-    def cut(self) -> None:
-        self._call(self.proxy.cut())
-
-    def blackhole(self) -> None:
-        self._call(self.proxy.blackhole())
-
-    def restore(self) -> None:
-        self._call(self.proxy.restore())
 
 
 @pytest.fixture

@@ -7,17 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Client, GatewayProcess
+from tests.e2e.harness import Client, GatewayProcess, publish
 
 pytestmark = pytest.mark.e2e
-
-
-def publish(gateway: GatewayProcess, conversation_id: str, n: int) -> int:
-    event = {"channel": f"conv:{conversation_id}", "type": "message.new",
-             "payload": {"conversation_id": conversation_id, "n": n}}
-    status, body = gateway.http("POST", "/publish", event)
-    assert status == 202, body
-    return int(body["seq"])
 
 
 def seqs(frames: list[dict]) -> list[int]:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.e2e.cluster import Cluster, joined, of_type, presence, quiet
-from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until
+from tests.e2e.cluster import Cluster, of_type, presence, quiet
+from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until, joined
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any
 
 
 class _Link:
@@ -107,3 +110,36 @@ class TcpProxy:
                     await writer.drain()
         link.close()
         self._links.discard(link)
+
+
+class ProxyThread:
+    """A ``TcpProxy`` on a thread of its own; every call waits for the proxy to act."""
+
+    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
+        self._timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self.proxy = TcpProxy(target)
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        self._call(self.proxy.__aenter__())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._call(self.proxy.cut())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self._timeout_s)
+        self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)
+
+    def cut(self) -> None:
+        self._call(self.proxy.cut())
+
+    def blackhole(self) -> None:
+        self._call(self.proxy.blackhole())
+
+    def restore(self) -> None:
+        self._call(self.proxy.restore())
