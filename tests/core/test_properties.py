@@ -1,0 +1,313 @@
+"""Property-based tests of the reducer: random clients against a World, invariants after every step.
+
+Rules connect, authenticate (fresh, resuming, refreshing), subscribe, unsubscribe,
+type, query presence, publish (new and repeated seqs), lose the broker, close,
+disconnect, finish slow reads and let time pass. After every step the invariants
+of ``state.py`` and CONTRACT §3-§4 must hold (STYLE §7, issue 2 item 9): nobody
+gets their own typing, a connection's seqs per channel strictly increase and
+(once all has settled) have no gaps after its reply, presence and typing follow
+the subscriptions. Presence entries are per connection (``ports.PresenceStore``):
+a closed connection's entries linger ``presence_grace_s``, also when its session
+resumes elsewhere (test_reducer_subscribe pins the contract's "at once" there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from tests.core.world import World
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.core.ids import conv_channel, conversation_of, user_channel
+from tornado_gw.core.protocol import CloseCode
+from tornado_gw.core.state import Connection, Limits, Phase
+
+USERS = ("u1", "u2")
+CONVS = ("c1", "c2", "c3")
+MEMBERS = {"u1": {"c1", "c2", "c3"}, "u2": {"c1", "c2"}}
+# Short timers so a few ticks cross them. Ticks come at most 7.5 s apart, so a live session's
+# presence (refreshed every presence_ttl_s / 3) never lapses.
+LIMITS = Limits(auth_timeout_s=10.0, idle_timeout_s=20.0, typing_ttl_s=5.0, presence_ttl_s=12.0,
+                presence_grace_s=3.0, resume_window_s=30.0, max_subscriptions=2, rate_limit_per_s=1e6,
+                rate_limit_burst=1_000_000, replay_max_events=4, check_membership=True)
+
+conv_sets = st.lists(st.sampled_from(CONVS), min_size=1, max_size=3, unique=True).map(tuple)
+channels = st.sampled_from([conv_channel(cid) for cid in CONVS] + [user_channel(u) for u in USERS])
+events = st.lists(st.tuples(channels, st.sampled_from(USERS)), max_size=3)
+Events = Sequence[tuple[str, str]]  # (channel, sender) of events to publish
+timed_events = st.lists(st.tuples(channels, st.sampled_from(USERS), st.booleans()), max_size=3)
+TimedEvents = Sequence[tuple[str, str, bool]]  # (channel, sender, before the broker confirms)
+
+
+class GatewayMachine(RuleBasedStateMachine):
+    """Clients drive the World; what they receive is checked as it arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = World(LIMITS, MEMBERS)
+        self.w.on_frame = self._received
+        self.w.on_command = self._before
+        self.w.on_effect = self._effect
+        self.count = 0
+        self.user_of: dict[str, str] = {}  # conn -> user, once auth.success arrived
+        self.sessions: dict[str, str] = {}  # every session handed out -> its user
+        self.seen: dict[str, int] = {}  # conn -> highest seq it received (a valid last_seq)
+        self.last: dict[tuple[str, str], int] = {}  # (conn, channel) -> last seq received
+        self.got: dict[tuple[str, str], set[int]] = {}
+        self.floor: dict[tuple[str, str], int] = {}  # (conn, channel) -> log length at the reply
+        self.fresh: dict[str, list[str]] = {}  # conn -> channels its last reply made live
+        self.replaying: dict[str, tuple[list[str], int]] = {}  # conn -> (fresh channels, last_seq)
+        self.grace: dict[tuple[str, str, str], float] = {}  # (cid, user, conn) -> offline at
+        self.violations: list[str] = []
+
+    # --- what clients observe ----------------------------------------------------------------
+
+    def _received(self, conn_id: str, frame: dict[str, Any]) -> None:
+        kind, payload = frame.get("type"), frame.get("payload")
+        if kind == "auth.success":
+            self._replied(conn_id, payload)
+        elif kind == "subscribed":
+            self._live(conn_id, [conv_channel(cid) for cid in payload["conversation_ids"]])
+        elif kind == "unsubscribed":
+            for cid in payload["conversation_ids"]:
+                self.floor.pop((conn_id, conv_channel(cid)), None)
+        elif kind == "replay.done":
+            self._replayed(conn_id, payload["recovered"])
+        elif kind in ("typing.start", "typing.stop") and payload["user_id"] == self.user_of.get(conn_id):
+            self.violations.append(f"{conn_id} got its own {kind}")
+        if "seq" in frame:
+            self._numbered(conn_id, frame["seq"])
+
+    def _replied(self, conn_id: str, payload: dict[str, Any]) -> None:
+        session_id, user_id = payload["session_id"], payload["user_id"]
+        self.user_of[conn_id] = user_id
+        self.sessions[session_id] = user_id
+        channels = [user_channel(user_id)] + [conv_channel(cid) for cid in payload["conversation_ids"]]
+        self._live(conn_id, channels)
+
+    def _live(self, conn_id: str, channels: list[str]) -> None:
+        self.fresh[conn_id] = [ch for ch in channels if (conn_id, ch) not in self.floor]
+        for channel in channels:
+            self.floor.setdefault((conn_id, channel), len(self.w.log))
+
+    def _effect(self, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.LoadReplay):
+            self.replaying[effect.conn_id] = (self.fresh.get(effect.conn_id, []), effect.after_seq)
+
+    def _replayed(self, conn_id: str, recovered: bool) -> None:
+        """A recovered replay owes every event after ``last_seq`` on the channels it made live."""
+        channels, last_seq = self.replaying.pop(conn_id)
+        for channel in channels:
+            if recovered and (conn_id, channel) in self.floor:
+                self.floor[(conn_id, channel)] = min(self.floor[(conn_id, channel)], last_seq)
+
+    def _numbered(self, conn_id: str, seq: int) -> None:
+        channel = self.w.log[seq - 1].channel
+        last = self.last.get((conn_id, channel), 0)
+        if seq <= last:
+            self.violations.append(f"{conn_id} got seq {seq} on {channel} after {last}")
+        self.last[(conn_id, channel)] = seq
+        self.got.setdefault((conn_id, channel), set()).add(seq)
+        self.seen[conn_id] = max(self.seen.get(conn_id, 0), seq)
+
+    def _before(self, cmd: c.Command) -> None:
+        """A disconnect leaves each presence entry of the connection for the grace period
+        (entries are per connection: a resume makes a new one, the old one runs out)."""
+        if not isinstance(cmd, c.Disconnect) or cmd.conn_id not in self.w.state.connections:
+            return
+        conn = self.w.state.connections[cmd.conn_id]
+        for cid in conn.conversations:
+            if conn.user_id is not None and (cmd.conn_id, conv_channel(cid)) in self.floor:
+                self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + LIMITS.presence_grace_s
+        for key in [k for k in self.floor if k[0] == cmd.conn_id]:
+            del self.floor[key]
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _pick(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(sorted(self.w.state.connections)), label="conn")
+
+    def _step(self, cmd: c.Command, hold: bool = False, during: TimedEvents = ()) -> None:
+        """Run ``cmd``. ``during`` are published meanwhile: early ones before the broker confirms
+        a new channel, the others while the log is read. ``hold`` leaves that read pending for
+        ``finish_slow``."""
+        self.w.submit(cmd)
+        self.w.answer_stores()
+        for channel, sender, early in during:
+            if early:
+                self._emit(channel, sender)
+        self.w.settle(slow=False)
+        self.w.answer_stores()
+        for channel, sender, early in during:
+            if not early:
+                self._emit(channel, sender)
+        self.w.settle(slow=not hold)
+
+    def _emit(self, channel: str, sender: str) -> None:
+        cid = conversation_of(channel)
+        payload = {"conversation_id": cid, "message": {"id": "m", "sender_id": sender}} if cid else {}
+        self.w.emit(channel, "message.new" if cid else "notification", payload)
+
+    def _live_conns(self) -> list[Connection]:
+        return [conn for conn in self.w.state.connections.values() if conn.phase is not Phase.CLOSING]
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @rule(user=st.none() | st.sampled_from(USERS))
+    def connect(self, user: str | None) -> None:
+        """A new connection; with a user, it authenticates at once with a fresh session."""
+        self.count += 1
+        conn_id = f"k{self.count}"
+        self._step(c.Connect(conn_id, self.w.now))
+        if user is not None:
+            self._step(c.Authenticate(conn_id, user, None, None, None, f"s{self.count}", self.w.now))
+
+    @precondition(lambda self: self.w.state.connections)
+    @rule(data=st.data(), user=st.sampled_from(USERS), resume=st.booleans(), own=st.booleans(),
+          with_last_seq=st.booleans(), hold=st.booleans(), during=timed_events)
+    def authenticate(self, data: st.DataObject, user: str, resume: bool, own: bool, with_last_seq: bool,
+                     hold: bool, during: TimedEvents) -> None:
+        """Resume (own, another user's or an unknown session; also one whose old connection is
+        still open, as after a half-open TCP connection), refresh, or the wrong user."""
+        conn_id = self._pick(data)
+        session_id = None
+        if resume:
+            session_id = data.draw(st.sampled_from([*sorted(self.sessions), "unknown"]), label="session")
+            user = self.sessions.get(session_id, user) if own else user
+        last_seq = self.seen.get(conn_id, 0) if with_last_seq else None
+        self.count += 1
+        self._step(c.Authenticate(conn_id, user, self.w.now + 45.0, session_id, last_seq, f"s{self.count}",
+                                  self.w.now), hold, during)
+
+    @precondition(lambda self: self.w.state.connections)
+    @rule(data=st.data(), cids=conv_sets, with_last_seq=st.booleans(), hold=st.booleans(),
+          during=timed_events)
+    def subscribe(self, data: st.DataObject, cids: tuple[str, ...], with_last_seq: bool, hold: bool,
+                  during: TimedEvents) -> None:
+        conn_id = self._pick(data)
+        last_seq = self.seen.get(conn_id, 0) if with_last_seq else None
+        self._step(c.Subscribe(conn_id, cids, last_seq, self.w.now), hold, during)
+
+    @precondition(lambda self: self.w.state.connections)
+    @rule(data=st.data(), cids=conv_sets)
+    def unsubscribe(self, data: st.DataObject, cids: tuple[str, ...]) -> None:
+        self._step(c.Unsubscribe(self._pick(data), cids, self.w.now))
+
+    @precondition(lambda self: self.w.state.connections)
+    @rule(data=st.data(), cid=st.sampled_from(CONVS), query=st.booleans())
+    def typing_or_query(self, data: st.DataObject, cid: str, query: bool) -> None:
+        conn_id = self._pick(data)
+        self._step(c.PresenceQuery(conn_id, cid, self.w.now) if query else c.Typing(conn_id, cid, self.w.now))
+
+    @rule(channel=channels, sender=st.sampled_from(USERS))
+    def publish(self, channel: str, sender: str) -> None:
+        self._emit(channel, sender)
+        self.w.settle(slow=False)
+
+    @precondition(lambda self: self.w.log)
+    @rule(data=st.data())
+    def repeat(self, data: st.DataObject) -> None:
+        """A relay retry or a gap fill overlapping live delivery: an old seq again."""
+        event = data.draw(st.sampled_from(self.w.log[-5:]), label="event")
+        self.w.broadcast(event.channel, event.data)
+        self.w.settle(slow=False)
+
+    @precondition(lambda self: self.w.slow)
+    @rule(data=st.data())
+    def finish_slow(self, data: st.DataObject) -> None:
+        self.w.finish_slow(data.draw(st.integers(0, len(self.w.slow) - 1), label="slow"))
+        self.w.settle(slow=False)
+
+    @rule(lost=events)
+    def outage(self, lost: Events) -> None:
+        """The broker drops, events are published meanwhile, it comes back (PITFALLS 1)."""
+        self.w.set_broker(False)
+        for channel, sender in lost:
+            self._emit(channel, sender)
+        self.w.set_broker(True)
+        self.w.settle(slow=False)
+
+    @rule(up=st.booleans())
+    def broker(self, up: bool) -> None:
+        self.w.set_broker(up)
+        self.w.settle(slow=False)
+
+    @precondition(lambda self: self.w.state.connections)
+    @rule(data=st.data(), server=st.booleans())
+    def disconnect(self, data: st.DataObject, server: bool) -> None:
+        conn_id = self._pick(data)
+        if server:
+            self._step(c.CloseRequested(conn_id, CloseCode.GOING_AWAY, "draining", self.w.now))
+        else:
+            self._step(c.Disconnect(conn_id, self.w.now))
+
+    @rule(seconds=st.floats(0.5, 7.5))
+    def tick(self, seconds: float) -> None:
+        """Reads finish well within a tick (adapter calls are bounded), then time passes."""
+        self.w.settle()
+        self.w.advance(seconds)
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def nothing_observed_went_wrong(self) -> None:
+        assert not self.violations, self.violations
+
+    @invariant()
+    def subscriptions_belong_to_live_authenticated_connections(self) -> None:
+        """State rules 1 and 2."""
+        state = self.w.state
+        assert set(state.subscribers) == self.w.channels
+        for channel, conn_ids in state.subscribers.items():
+            assert conn_ids, f"empty subscriber set for {channel}"
+            for conn_id in conn_ids:
+                conn = state.connections[conn_id]
+                assert conn.user_id is not None
+                assert channel == user_channel(conn.user_id) or conversation_of(channel) in conn.conversations
+        for conn in state.connections.values():
+            if conn.op is None and conn.session_id is not None:
+                wanted = {conv_channel(cid) for cid in conn.conversations}
+                wanted.add(user_channel(conn.user_id or ""))
+                assert all(conn.conn_id in state.subscribers.get(ch, ()) for ch in wanted), conn
+
+    @invariant()
+    def online_iff_a_live_or_lingering_session_is_subscribed(self) -> None:
+        for cid in CONVS:
+            expected = {self.user_of[conn.conn_id] for conn in self._live_conns()
+                        if (conn.conn_id, conv_channel(cid)) in self.floor}
+            expected |= {user for (gcid, user, _), until in self.grace.items()
+                         if gcid == cid and until > self.w.now}
+            assert set(self.w.online(cid)) == expected, (cid, self.w.online(cid), expected)
+
+    @invariant()
+    def typing_ends_with_the_typists_last_subscribed_session(self) -> None:
+        """CONTRACT §3: ``typing.stop`` at once when the user's last session there leaves."""
+        for cid in CONVS:
+            subscribed = {self.user_of[conn.conn_id] for conn in self._live_conns()
+                          if (conn.conn_id, conv_channel(cid)) in self.floor}
+            assert self.w.typists(cid) <= subscribed, (cid, self.w.typists(cid), subscribed)
+
+    @invariant()
+    def no_gaps_once_everything_has_settled(self) -> None:
+        """CONTRACT §4, §6: every event after the reply arrives, also across a broker outage."""
+        w = self.w
+        if not w.broker_up or w.slow or w.loop or w.serial:
+            return
+        for (conn_id, channel), floor in self.floor.items():
+            conn = w.state.connections.get(conn_id)
+            if conn is None or conn.op is not None:
+                continue
+            wanted = {e.seq for e in w.log[floor:] if e.channel == channel}
+            missing = wanted - self.got.get((conn_id, channel), set())
+            assert not missing, f"{conn_id} missed {sorted(missing)} on {channel}"
+
+
+GatewayMachine.TestCase.settings = settings(
+    max_examples=400, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_gateway_invariants = GatewayMachine.TestCase
