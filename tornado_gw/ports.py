@@ -107,6 +107,7 @@ class SessionSnapshot:
     session_id: str
     user_id: str
     conversation_ids: tuple[str, ...]
+    presence_id: str | None = None  # the last connection's presence entry, left on resume
 
 
 class SessionStore(Protocol):

@@ -7,8 +7,8 @@ of ``state.py`` and CONTRACT §3-§4 must hold (STYLE §7, issue 2 item 9): nobo
 gets their own typing, a connection's seqs per channel strictly increase and
 (once all has settled) have no gaps after its reply, presence and typing follow
 the subscriptions. Presence entries are per connection (``ports.PresenceStore``):
-a closed connection's entries linger ``presence_grace_s``, also when its session
-resumes elsewhere (test_reducer_subscribe pins the contract's "at once" there).
+a closed connection's entries linger ``presence_grace_s``, until its session
+resumes on a new connection, whose reply takes the old entries away.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.fresh: dict[str, list[str]] = {}  # conn -> channels its last reply made live
         self.replaying: dict[str, tuple[list[str], int]] = {}  # conn -> (fresh channels, last_seq)
         self.grace: dict[tuple[str, str, str], float] = {}  # (cid, user, conn) -> offline at
+        self.presence_conn: dict[str, str] = {}  # presence id -> the connection it names
         self.violations: list[str] = []
 
     # --- what clients observe ----------------------------------------------------------------
@@ -96,6 +97,9 @@ class GatewayMachine(RuleBasedStateMachine):
             self.floor.setdefault((conn_id, channel), len(self.w.log))
 
     def _effect(self, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.LeavePresence):  # e.g. a resume leaving the old connection's entries
+            old = self.presence_conn.get(effect.session_id)
+            self.grace.pop((effect.conversation_id, effect.user_id, old or ""), None)
         if isinstance(effect, fx.LoadReplay):
             self.replaying[effect.conn_id] = (self.fresh.get(effect.conn_id, []), effect.after_seq)
 
@@ -181,6 +185,8 @@ class GatewayMachine(RuleBasedStateMachine):
             user = self.sessions.get(session_id, user) if own else user
         last_seq = self.seen.get(conn_id, 0) if with_last_seq else None
         self.count += 1
+        if self.w.state.connections[conn_id].presence_id is None:  # a first auth names the entry
+            self.presence_conn[f"s{self.count}"] = conn_id
         self._step(c.Authenticate(conn_id, user, self.w.now + 45.0, session_id, last_seq, f"s{self.count}",
                                   self.w.now), hold, during)
 

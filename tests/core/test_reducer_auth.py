@@ -42,7 +42,7 @@ def test_auth_new_session_replies_once_the_user_channel_is_live() -> None:
         {"user_id": "u1", "session_id": "s-a", "resumed": False, "conversation_ids": []}]
     limits = state.limits
     live_ttl = limits.resume_window_s + limits.presence_ttl_s
-    assert saved(effects) == [(SessionSnapshot("s-a", "u1", ()), live_ttl)]
+    assert saved(effects) == [(SessionSnapshot("s-a", "u1", (), "s-a"), live_ttl)]
     assert state.subscribers == {"user:u1": {"a"}}
     assert state.connections["a"].phase is Phase.AUTHENTICATED
 

@@ -87,7 +87,8 @@ def test_tick_refreshes_live_presence_and_sessions_every_third_of_the_ttl() -> N
     assert of(effects, fx.RejoinPresence) == [
         fx.RejoinPresence((("c1", "u1", "s-a"), ("c2", "u1", "s-a")), at + 30.0)]
     assert sorted(saved(effects), key=repr) == [
-        (SessionSnapshot("s-a", "u1", ("c1", "c2")), 150.0), (SessionSnapshot("s-quiet", "u3", ()), 150.0)]
+        (SessionSnapshot("s-a", "u1", ("c1", "c2"), "s-a"), 150.0),
+        (SessionSnapshot("s-quiet", "u3", (), "s-quiet"), 150.0)]
     assert of(w.submit(c.Tick(at + 9.0)), fx.RejoinPresence) == []
     assert len(of(w.submit(c.Tick(at + 10.0)), fx.RejoinPresence)) == 1
 

@@ -160,7 +160,8 @@ class RedisSessions(_RedisStore):
     async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for snapshot in snapshots:
-            value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids})
+            value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids,
+                                 "presence_id": snapshot.presence_id})
             pipe.set(session_key(self._prefix, snapshot.session_id), value, px=_ms(ttl_s))
         with unavailable("save session"):
             await pipe.execute()
@@ -171,7 +172,8 @@ class RedisSessions(_RedisStore):
         if raw is None:
             return None
         data = ujson.loads(raw)
-        return SessionSnapshot(session_id, data["user_id"], tuple(data["conversation_ids"]))
+        return SessionSnapshot(session_id, data["user_id"], tuple(data["conversation_ids"]),
+                               data.get("presence_id"))
 
     async def delete(self, session_id: str) -> None:
         with unavailable("delete session"):

@@ -33,7 +33,7 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
     seq = _seq_of(frame)
     if seq is not None and seq > state.channel_seq.get(channel, 0):
         state.channel_seq[channel] = seq
-        state.high_seq = max(state.high_seq, seq)
+        state.high_seq = max(state.high_seq or 0, seq)
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)

@@ -98,6 +98,11 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
         out.append(fx.SendFrame(conn.conn_id, frames.subscribed(op.granted, op.denied)))
     for cid in op.added:
         out.append(fx.JoinPresence(cid, conn.user_id, conn.presence_id, at + limits.presence_ttl_s))
+    if op.previous_presence_id is not None:
+        # The old connection's entries go now that the new ones stand (no flap), so an
+        # unsubscribe of the resumed session is announced at once (CONTRACT §3).
+        for cid in op.requested:
+            out.append(fx.LeavePresence(cid, conn.user_id, op.previous_presence_id, at))
     out.append(save_session(state, conn))
     if op.last_seq is None:
         finish(state, conn, out)
@@ -145,7 +150,7 @@ def save_session(state: Gateway, conn: Connection, live: bool = True) -> fx.Save
 
 def snapshot(conn: Connection) -> SessionSnapshot:
     assert conn.user_id is not None and conn.session_id is not None
-    return SessionSnapshot(conn.session_id, conn.user_id, tuple(sorted(conn.conversations)))
+    return SessionSnapshot(conn.session_id, conn.user_id, tuple(sorted(conn.conversations)), conn.presence_id)
 
 
 def session_ttl(state: Gateway, live: bool) -> float:

@@ -47,7 +47,7 @@ def _admit(state: Gateway, conn: Connection, at: float, out: Effects) -> bool:
     limits = state.limits
     conn.last_frame_at = at
     conn.tokens = min(float(limits.rate_limit_burst),
-                      conn.tokens + (at - conn.refilled_at) * limits.rate_limit_per_s)
+                      conn.tokens + max(0.0, at - conn.refilled_at) * limits.rate_limit_per_s)
     conn.refilled_at = at
     if conn.tokens >= limits.rate_limit_burst:
         conn.warned = False
@@ -146,7 +146,6 @@ def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effe
             continue
         conn.conversations.discard(cid)
         operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
-        conn.delivered.pop(conv_channel(cid), None)
         out.append(fx.LeavePresence(cid, user_id, conn.presence_id, cmd.at))
         _stop_typing_if_last(state, conn, cid, out)
     out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
@@ -155,6 +154,9 @@ def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effe
 
 def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> None:
     user_id = _require_subscribed(conn, cmd.conversation_id, "type")
+    # Known as typing here at once, not only when the broker echoes typing.start: a
+    # typist who leaves before the echo still gets a typing.stop.
+    state.typing.setdefault(cmd.conversation_id, set()).add(user_id)
     out.append(fx.StartTyping(cmd.conversation_id, user_id, cmd.at + state.limits.typing_ttl_s))
 
 
@@ -235,6 +237,7 @@ def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
         conn.session_id = snapshot.session_id
         conn.op.resumed = True
         conn.op.requested = snapshot.conversation_ids
+        conn.op.previous_presence_id = snapshot.presence_id
     else:
         conn.session_id = conn.new_session_id
     operations.start(state, conn, conn.op, cmd.at, out)
@@ -266,17 +269,18 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
     state.broker_down = False
     state.next_refresh_at = 0.0  # re-create presence that expired meanwhile at the next tick
     # A channel with no seq of its own missed nothing up to the highest seq seen on any
-    # channel: the relay publishes in seq order, and they share one connection. With no
-    # seq seen at all there is no safe start: reading from 0 would resend old history.
+    # channel (or the log's head at start-up): the relay publishes in seq order, and they
+    # share one connection. With neither known there is no safe start: reading from 0
+    # could resend old history.
     baselines = ((ch, state.channel_seq.get(ch, state.high_seq)) for ch in state.subscribers)
-    after = tuple(sorted((ch, seq) for ch, seq in baselines if seq > 0))
+    after = tuple(sorted((ch, seq) for ch, seq in baselines if seq is not None))
     if after:
         state.gaps_pending += 1
         out.append(fx.LoadGap(after))
 
 
 def _log_head_known(state: Gateway, cmd: c.LogHeadKnown, out: Effects) -> None:
-    state.high_seq = max(state.high_seq, cmd.seq)
+    state.high_seq = max(state.high_seq or 0, cmd.seq)
 
 
 def _presence_changed(state: Gateway, cmd: c.PresenceChanged, out: Effects) -> None:

@@ -56,6 +56,7 @@ class Operation:
     requested: tuple[str, ...]
     last_seq: int | None
     resumed: bool = False
+    previous_presence_id: str | None = None  # the resumed session's last connection
     granted: tuple[str, ...] = ()
     denied: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
@@ -92,7 +93,7 @@ class Gateway:
     subscribers: dict[str, set[str]] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
     channel_seq: dict[str, int] = field(default_factory=dict)
-    high_seq: int = 0  # highest seq delivered on any channel, or the log's head at start-up
+    high_seq: int | None = None  # highest seq seen on any channel or the log's head; None: unknown
     typing: dict[str, set[str]] = field(default_factory=dict)
     next_refresh_at: float = 0.0
     broker_down: bool = False
