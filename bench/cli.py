@@ -21,7 +21,8 @@ from typing import NoReturn
 import redis
 
 from bench import scenarios, tables
-from bench.peers import PEERS, REDIS_HOST, REPO, Peer
+from bench.peers import PEERS, REPO, Peer
+from bench.redis_server import bench_redis
 from bench.report import Metrics, Outcome
 
 RUNNERS: dict[str, Callable[[Peer, scenarios.Context], Metrics]] = {
@@ -70,17 +71,6 @@ def raise_fd_limit() -> None:
             continue
 
 
-def connect_redis() -> redis.Redis:
-    host, port = REDIS_HOST.split(":")
-    client = redis.Redis(host=host, port=int(port), socket_timeout=10)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        sys.exit(f"bench: Redis at {REDIS_HOST} is unreachable ({exc}); start it with "
-                 "`redis-server --daemonize yes` or set BENCH_REDIS_HOST=host:port")
-    return client
-
-
 def run_one(run: Callable[[Peer, scenarios.Context], Metrics], peer: Peer, ctx: scenarios.Context) -> Outcome:
     """One repetition; a peer that cannot run here is skipped, one that misbehaves failed."""
     reason = peer.unavailable()
@@ -119,7 +109,7 @@ def run_gencost(peers: list[Peer], ctx: scenarios.Context, reps: int) -> dict[st
     return outcomes
 
 
-def header(args: argparse.Namespace, argv: list[str]) -> str:
+def header(args: argparse.Namespace, argv: list[str], redis_host: str) -> str:
     def version(cmd: list[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=REPO).stdout.strip()
@@ -131,7 +121,7 @@ def header(args: argparse.Namespace, argv: list[str]) -> str:
             f"Machine: {os.cpu_count()} cores, {platform.platform()}; Python {platform.python_version()}, "
             f"Node {version(['node', '--version']) or 'n/a'}; "
             f"commit {version(['git', 'rev-parse', '--short', 'HEAD'])}"
-            f"; load average at start {os.getloadavg()[0]:.1f}"
+            f"; load average at start {os.getloadavg()[0]:.1f}; Redis {redis_host}"
             f"  \nGenerator: {args.generator}; {args.reps} interleaved repetition(s), medians shown"
             f"{'; SMOKE sizes (figures mean nothing)' if args.smoke else ''}.\n")
 
@@ -146,11 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     raise_fd_limit()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    ctx = scenarios.Context(args.generator, RESULTS / "logs" / stamp, connect_redis(), args.smoke,
-                            args.duration)
-    ctx.logdir.mkdir(parents=True)
+    logdir = RESULTS / "logs" / stamp
+    logdir.mkdir(parents=True)
+    with bench_redis(logdir) as (redis_host, client):
+        ctx = scenarios.Context(args.generator, logdir, redis_host, client, args.smoke, args.duration)
+        text, failed = run_all(args, ctx, header(args, argv, redis_host))
+    print(text)
+    path = RESULTS / f"{stamp}.md"
+    path.write_text(text)
+    print(f"\nbench: report written to {path.relative_to(REPO)}; logs in {logdir.relative_to(REPO)}",
+          file=sys.stderr)
+    return 1 if failed and args.smoke else 0
+
+
+def run_all(args: argparse.Namespace, ctx: scenarios.Context, head: str) -> tuple[str, bool]:
+    """Every chosen scenario in turn; returns the report and whether any run failed."""
     peers = [PEERS[name] for name in args.peers.split(",")]
-    sections, failed = [header(args, argv)], False
+    sections, failed = [head], False
     for name in args.scenarios:
         if name in PLACEHOLDERS:
             sections.append(tables.placeholder(name, PLACEHOLDERS[name]))
@@ -159,10 +161,4 @@ def main(argv: list[str] | None = None) -> int:
                     else run_scenario(name, peers, ctx, args.reps))
         failed |= any(o.status == "failed" for runs in outcomes.values() for o in runs)
         sections.append(tables.section(name, outcomes, args.smoke))
-    text = "\n".join(sections)
-    print(text)
-    path = RESULTS / f"{stamp}.md"
-    path.write_text(text)
-    print(f"\nbench: report written to {path.relative_to(REPO)}; logs in {ctx.logdir.relative_to(REPO)}",
-          file=sys.stderr)
-    return 1 if failed and args.smoke else 0
+    return "\n".join(sections), failed

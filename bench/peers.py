@@ -1,6 +1,6 @@
 """The servers under test: how to start, probe and stop each peer.
 
-Every peer speaks to Redis at ``REDIS_HOST`` under its own fresh prefix and listens on
+Every peer speaks to the bench's Redis under its own fresh prefix and listens on
 127.0.0.1 at a free port; all of them take the same JWTs (HS256, ``sub`` = user id).
 A peer that cannot run here (no Node, npm install failed, tornado_gw not written yet)
 is reported as skipped with the reason instead of failing the bench.
@@ -27,7 +27,6 @@ from bench.workload import JWT_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "bench" / "peers"
-REDIS_HOST = os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379")
 # tornado_gw settings (WSGATEWAY_ + name) lifted so the limits never shape the figures.
 GW_LIMITS = {
     "WSGATEWAY_RATE_LIMIT_PER_S": "100000", "WSGATEWAY_RATE_LIMIT_BURST": "100000",
@@ -55,8 +54,8 @@ class Peer:
             return "tornado_gw/__main__.py not found"
         return None
 
-    def command(self, port: int, prefix: str) -> tuple[list[str], dict[str, str]]:
-        env = {**os.environ, "REDIS_HOST": REDIS_HOST, "JWT_SECRET": JWT_SECRET,
+    def command(self, port: int, prefix: str, redis_host: str) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "REDIS_HOST": redis_host, "JWT_SECRET": JWT_SECRET,
                "WSGATEWAY_PREFIX": prefix, "MODE": "development", "LOGGER_LEVEL": "warning"}
         if self.name == "naive":
             script = str(PEERS_DIR / "naive_tornado.py")
@@ -101,8 +100,9 @@ def free_port() -> int:
 class RunningPeer:
     """A started server process; ``stop()`` always ends it."""
 
-    def __init__(self, peer: Peer, log_path: Path, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, peer: Peer, log_path: Path, redis_host: str, start_timeout_s: float = 30.0) -> None:
         self.peer = peer
+        self.redis_host = redis_host
         self.prefix = f"bench{uuid.uuid4().hex[:8]}:"
         self.log_path = log_path
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
@@ -120,7 +120,7 @@ class RunningPeer:
 
     def _start(self) -> None:
         self.port = free_port()
-        argv, env = self.peer.command(self.port, self.prefix)
+        argv, env = self.peer.command(self.port, self.prefix, self.redis_host)
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)

@@ -61,6 +61,14 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def box_busy_us() -> float:
+    """CPU microseconds all cores of the machine spent not idle (any process, ours or not)."""
+    with open("/proc/stat", "rb") as fh:
+        fields = [int(value) for value in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) * _TICK_US
+
+
 def tree_cpu_us(pid: int) -> float:
     return cpu_us(tree(pid))
 

@@ -50,6 +50,7 @@ class Context:
 
     generator: str
     logdir: Path
+    redis_host: str
     redis: redis.Redis
     smoke: bool = False
     duration_s: float | None = None
@@ -71,7 +72,7 @@ def serving(peer: Peer, ctx: Context) -> Iterator[tuple[RunningPeer, Fleet]]:
     label = f"{ctx.runs:03d}-{peer.name}"
     workdir = ctx.logdir / label
     workdir.mkdir(parents=True)
-    server = RunningPeer(peer, ctx.logdir / f"{label}.server.log")
+    server = RunningPeer(peer, ctx.logdir / f"{label}.server.log", ctx.redis_host)
     fleet = Fleet(ctx.generator, server.url, peer.protocol, workdir)
     try:
         yield server, fleet
@@ -152,13 +153,14 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
     """One publishing phase at ``workload.event_rate``: throughput, loss, latency and CPU."""
     members = workload.members_per_conversation()
     before, _ = fleet.flush()
-    server_cpu, gen_cpu = server.cpu_us(), procstat.cpu_us(fleet.pids())
+    server_cpu, gen_cpu, box_cpu = server.cpu_us(), procstat.cpu_us(fleet.pids()), procstat.box_busy_us()
     sent = publisher.run(workload.conversation_ids(), workload.event_rate, workload.duration_s)
     expected = sent.expected(members)
     # Wait for the stragglers: until all arrived, or none did for 2 s (the rest is lost).
     settle(lambda: fleet.counts().received, quiet_s=2.0, max_s=max(10.0, 2 * workload.duration_s),
            target=before.received + expected)
     server_cpu, gen_cpu = server.cpu_us() - server_cpu, procstat.cpu_us(fleet.pids()) - gen_cpu
+    box_cores = (procstat.box_busy_us() - box_cpu) / 1e6 / ((time.time_ns() - sent.started_ns) / 1e9)
     after, latencies = fleet.flush()
     received = after.received - before.received
     figures = latency_ms(latencies)
@@ -169,7 +171,8 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
             "expected": expected, "received": received, "lost": expected - received,
             "dropped_connections": after.dropped, "other_frames": after.other - before.other, **figures,
             "server_cpu_us": server_cpu / per_msg, "gen_cpu_us": gen_cpu / per_msg,
-            "server_rss_mb": server.rss_bytes() / 2**20, "publisher_lag_ms": sent.max_lag_s * 1000}
+            "server_rss_mb": server.rss_bytes() / 2**20, "publisher_lag_ms": sent.max_lag_s * 1000,
+            "box_cores_busy": box_cores}
 
 
 def traffic(peer: Peer, ctx: Context, workload: Workload) -> Metrics:

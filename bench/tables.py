@@ -19,6 +19,8 @@ TRAFFIC_HEADER = ["delivered/s", "lost", "p50 ms", "p95 ms", "p99 ms", "max ms",
 TRAFFIC_KEYS = ["delivered_per_s", "lost", "p50_ms", "p95_ms", "p99_ms", "max_ms",
                 "server_cpu_us", "server_rss_mb", "gen_cpu_us", "other_frames"]
 
+STEP_KEYS = ("delivered_per_s", "lost", "p99_ms", "server_cpu_us", "gen_cpu_us", "box_cores_busy")
+
 
 def one_line(outcome: Outcome) -> str:
     """A progress line for stderr while the bench runs."""
@@ -68,9 +70,9 @@ def _sweep(summaries: dict[str, Outcome], outcomes: dict[str, list[Outcome]]) ->
             for step in run.metrics.get("steps", []):
                 by_rate[step["offered_per_s"]].append(step)
         for rate, steps in sorted(by_rate.items()):
-            detail.append([who, rate, len(steps), *(_median(steps, key) for key in
-                                                    ("delivered_per_s", "lost", "p99_ms", "server_cpu_us"))])
-    header = ["peer", "offered/s", "reps reaching it", "delivered/s", "lost", "p99 ms", "server CPU µs/msg"]
+            detail.append([who, rate, len(steps), *(_median(steps, key) for key in STEP_KEYS)])
+    header = ["peer", "offered/s", "reps reaching it", "delivered/s", "lost", "p99 ms", "server CPU µs/msg",
+              "generator CPU µs/msg", "box cores busy"]
     note = "\nSteps (medians over the repetitions that reached them):\n\n"
     return text + note + table(header, detail) + "\n"
 
