@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8081
+# tox finds pyenv's interpreters only when told where they are.
+PYENV_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/*/bin/python3.1[0-3])
+TOX_ENVS ?= py310,py311,py312,py313
+TOX_ARGS ?=
 
 .PHONY: setup run test lint tox bench-smoke clean
 
@@ -31,7 +35,7 @@ test: setup lint
 tox: setup
 	$(BIN)/pip install --quiet 'tox>=4'
 	./scripts/ensure_services.sh
-	$(BIN)/tox -p auto
+	$(BIN)/tox -e $(TOX_ENVS) -p auto $(if $(PYENV_PYTHONS),--discover $(PYENV_PYTHONS)) -- -p no:cacheprovider $(TOX_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox .coverage .coverage.* build *.egg-info
