@@ -25,7 +25,8 @@ async def main() -> None:
     settings = Settings(redis_host=os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379"), prefix=prefix)
     presence, sessions = RedisPresence.from_settings(settings), RedisSessions.from_settings(settings)
     entries = [(f"c{i % 100}", f"u{i // 5}", f"p{i // 5}") for i in range(2000)]
-    snapshots = [SessionSnapshot(f"s{i}", f"u{i}", tuple(f"c{k}" for k in range(5)), f"p{i}") for i in range(400)]
+    conversations = tuple(f"c{k}" for k in range(5))
+    snapshots = [SessionSnapshot(f"s{i}", f"u{i}", conversations, f"p{i}") for i in range(400)]
     rejoin_s, save_s = [], []
     try:
         for _ in range(RUNS):
