@@ -2,8 +2,9 @@
 
 Server frames are unmasked (RFC 6455 §5.1), so one event's frame bytes are the
 same for every recipient: the header is built once and the same ``bytes``
-object is handed to every stream, straight to the socket when nothing is
-queued for it. Tornado has no limit on a connection's
+object is handed to every stream. Frames for one socket within one loop
+iteration are joined into one write, straight to the socket when nothing is
+queued for it (no Future per write). Tornado has no limit on a connection's
 write buffer (PITFALLS 6); ``IOStream.max_write_buffer_size`` is set to
 ``outbound_buffer_bytes`` and a stream that passes it is closed with 4009.
 """
@@ -15,6 +16,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from tornado_gw.core.commands import CloseRequested, Command
@@ -47,6 +49,8 @@ class SocketRegistry:
         self._submit = submit
         self._limit = outbound_buffer_bytes
         self.sockets: dict[str, GatewaySocket] = {}
+        self._pending: dict[str, list[bytes]] = {}  # frames queued this loop iteration, in order
+        self._flush_scheduled = False
 
     def add(self, conn_id: str, socket: GatewaySocket) -> None:
         self.sockets[conn_id] = socket
@@ -58,19 +62,39 @@ class SocketRegistry:
         self.sockets.pop(conn_id, None)
 
     def send(self, conn_id: str, data: bytes) -> None:
-        self._write(conn_id, text_frame(data))
+        self._queue(conn_id, text_frame(data))
 
     def send_many(self, conn_ids: Sequence[str], data: bytes) -> None:
         frame = text_frame(data)
         for conn_id in conn_ids:
-            self._write(conn_id, frame)
+            self._queue(conn_id, frame)
 
     def close(self, conn_id: str, code: int, reason: str) -> None:
+        frames = self._pending.pop(conn_id, None)
+        if frames:
+            self._write(conn_id, b"".join(frames))  # what was sent before the close goes first
         socket = self.sockets.get(conn_id)
         if socket is None or socket.ws_connection is None:
             return
         socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
         socket.close(code, reason)
+
+    def _queue(self, conn_id: str, frame: bytes) -> None:
+        """Frames for one socket within one loop iteration leave in one write (one syscall)."""
+        frames = self._pending.get(conn_id)
+        if frames is None:
+            self._pending[conn_id] = [frame]
+        else:
+            frames.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            IOLoop.current().add_callback(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for conn_id, frames in pending.items():
+            self._write(conn_id, frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _write(self, conn_id: str, frame: bytes) -> None:
         socket = self.sockets.get(conn_id)
