@@ -27,7 +27,7 @@ FANOUT = Workload(connections=1000, conversations=100, per_connection=5, event_r
 LATENCY = Workload(connections=1000, conversations=1, per_connection=1, event_rate=1, duration_s=15)
 SWEEP_BASE = Workload(connections=1000, conversations=100, per_connection=5, event_rate=0, duration_s=5)
 SWEEP_STEPS = (10_000, 20_000, 30_000, 40_000, 50_000, 55_000, 60_000, 65_000, 70_000, 80_000, 90_000,
-               100_000)
+               100_000, 120_000, 140_000, 160_000, 200_000)
 IDLE_STEPS = (1000, 5000, 10_000, 19_000)
 SWEEP_P99_LIMIT_MS = 100.0
 
