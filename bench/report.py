@@ -36,7 +36,13 @@ def latency_ms(latencies_us: array[int]) -> Metrics:
 def median_metrics(runs: Sequence[Metrics]) -> Metrics:
     """Per-key median over repetitions, for the keys whose values are numbers."""
     keys = {key for run in runs for key, value in run.items() if isinstance(value, (int, float))}
-    return {key: statistics.median(run[key] for run in runs if key in run) for key in sorted(keys)}
+    medians: Metrics = {}
+    for key in sorted(keys):
+        values = [run[key] for run in runs if key in run]
+        middle = statistics.median(values)
+        exact = all(isinstance(value, int) for value in values) and float(middle).is_integer()
+        medians[key] = int(middle) if exact else middle
+    return medians
 
 
 def summarize(outcomes: Sequence[Outcome]) -> Outcome:
