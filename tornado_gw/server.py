@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import fields
 
 from tornado.httpserver import HTTPServer
 
@@ -39,19 +40,9 @@ LOG_HEAD_TIMEOUT_S = 5.0
 
 
 def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        auth_timeout_s=settings.auth_timeout_s,
-        idle_timeout_s=settings.idle_timeout_s,
-        typing_ttl_s=settings.typing_ttl_s,
-        presence_ttl_s=settings.presence_ttl_s,
-        presence_grace_s=settings.presence_grace_s,
-        resume_window_s=settings.resume_window_s,
-        max_subscriptions=settings.max_subscriptions,
-        rate_limit_per_s=settings.rate_limit_per_s,
-        rate_limit_burst=settings.rate_limit_burst,
-        replay_max_events=settings.replay_max_events,
-        check_membership=settings.authorization == "members",
-    )
+    """The core's limits carry the settings' names; only ``check_membership`` is derived."""
+    shared = {f.name: getattr(settings, f.name) for f in fields(Limits) if f.name != "check_membership"}
+    return Limits(**shared, check_membership=settings.authorization == "members")
 
 
 class GatewayServer:

@@ -154,7 +154,6 @@ class LoadGap:
     after: tuple[tuple[str, int], ...]
 
 
-IMMEDIATE = (SendFrame, Deliver, CloseConnection, SubscribeChannel, UnsubscribeChannel)
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
 Effect = (

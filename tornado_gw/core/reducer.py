@@ -79,9 +79,12 @@ def _run_queued(state: Gateway, conn_id: str, out: Effects) -> None:
         _client_command(state, conn, conn.queued.pop(0), out)
 
 
+_REF_TYPES = {c.Subscribe: "subscribe", c.Unsubscribe: "unsubscribe", c.Typing: "typing",
+              c.PresenceQuery: "presence.query"}
+
+
 def _ref_type(cmd: c.Command) -> str:
-    return {c.Subscribe: "subscribe", c.Unsubscribe: "unsubscribe", c.Typing: "typing",
-            c.PresenceQuery: "presence.query"}.get(type(cmd), "auth")
+    return _REF_TYPES.get(type(cmd), "auth")
 
 
 def _require_auth(conn: Connection, action: str) -> str:
