@@ -122,6 +122,10 @@ class GatewayMachine(RuleBasedStateMachine):
     def _before(self, cmd: c.Command) -> None:
         """A disconnect leaves each presence entry of the connection for the grace period
         (entries are per connection: a resume makes a new one, the old one runs out)."""
+        if isinstance(cmd, c.Authenticate):  # a connection's first auth names its presence entry
+            conn = self.w.state.connections.get(cmd.conn_id)
+            if conn is not None and conn.presence_id is None:
+                self.presence_conn[cmd.new_session_id] = cmd.conn_id
         if not isinstance(cmd, c.Disconnect) or cmd.conn_id not in self.w.state.connections:
             return
         conn = self.w.state.connections[cmd.conn_id]
@@ -185,8 +189,6 @@ class GatewayMachine(RuleBasedStateMachine):
             user = self.sessions.get(session_id, user) if own else user
         last_seq = self.seen.get(conn_id, 0) if with_last_seq else None
         self.count += 1
-        if self.w.state.connections[conn_id].presence_id is None:  # a first auth names the entry
-            self.presence_conn[f"s{self.count}"] = conn_id
         self._step(c.Authenticate(conn_id, user, self.w.now + 45.0, session_id, last_seq, f"s{self.count}",
                                   self.w.now), hold, during)
 
