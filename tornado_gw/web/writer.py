@@ -11,13 +11,14 @@ write buffer (PITFALLS 6); ``IOStream.max_write_buffer_size`` is set to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.websocket import WebSocketProtocol
 
 from tornado_gw.core.commands import CloseRequested, Command
 from tornado_gw.core.protocol import CloseCode
@@ -43,78 +44,86 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class SocketRegistry:
-    """Open sockets by connection id; the runtime's ``Transport``."""
+    """Open sockets by connection id; the runtime's ``Transport``.
+
+    Frames wait for the end of the loop iteration as ``(recipients, frame)`` in
+    send order: one event for many recipients is one entry, not one per recipient.
+    """
 
     def __init__(self, submit: Callable[[Command], None], outbound_buffer_bytes: int) -> None:
         self._submit = submit
         self._limit = outbound_buffer_bytes
         self.sockets: dict[str, GatewaySocket] = {}
-        self._pending: dict[str, list[bytes]] = {}  # frames queued this loop iteration, in order
+        self._protocols: dict[str, WebSocketProtocol] = {}  # where each connection's frames go
+        self._batch: list[tuple[Sequence[str], bytes]] = []
         self._flush_scheduled = False
 
     def add(self, conn_id: str, socket: GatewaySocket) -> None:
         self.sockets[conn_id] = socket
-        stream = socket.ws_connection.stream if socket.ws_connection else None
-        if stream is not None:
-            stream.max_write_buffer_size = self._limit
+        protocol = socket.ws_connection
+        if protocol is not None:
+            protocol.stream.max_write_buffer_size = self._limit
+            self._protocols[conn_id] = protocol
 
     def remove(self, conn_id: str) -> None:
         self.sockets.pop(conn_id, None)
+        self._protocols.pop(conn_id, None)
 
     def send(self, conn_id: str, data: bytes) -> None:
-        self._queue(conn_id, text_frame(data))
+        self._enqueue((conn_id,), text_frame(data))
 
     def send_many(self, conn_ids: Sequence[str], data: bytes) -> None:
-        frame = text_frame(data)
-        for conn_id in conn_ids:
-            self._queue(conn_id, frame)
+        self._enqueue(conn_ids, text_frame(data))
 
     def close(self, conn_id: str, code: int, reason: str) -> None:
-        frames = self._pending.pop(conn_id, None)
-        if frames:
-            self._write(conn_id, b"".join(frames))  # what was sent before the close goes first
+        self._flush()  # what was sent before the close goes first
         socket = self.sockets.get(conn_id)
         if socket is None or socket.ws_connection is None:
             return
         socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
         socket.close(code, reason)
 
-    def _queue(self, conn_id: str, frame: bytes) -> None:
-        """Frames for one socket within one loop iteration leave in one write (one syscall)."""
-        frames = self._pending.get(conn_id)
-        if frames is None:
-            self._pending[conn_id] = [frame]
-        else:
-            frames.append(frame)
+    def _enqueue(self, conn_ids: Sequence[str], frame: bytes) -> None:
+        self._batch.append((conn_ids, frame))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            IOLoop.current().add_callback(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Write what this loop iteration queued; a socket's frames leave in one write (one syscall)."""
         self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for conn_id, frames in pending.items():
+        batch, self._batch = self._batch, []
+        if len(batch) == 1:  # the common case: one event, nothing to join
+            conn_ids, frame = batch[0]
+            for conn_id in conn_ids:
+                self._write(conn_id, frame)
+            return
+        joined: dict[str, list[bytes]] = {}
+        for conn_ids, frame in batch:
+            for conn_id in conn_ids:
+                joined.setdefault(conn_id, []).append(frame)
+        for conn_id, frames in joined.items():
             self._write(conn_id, frames[0] if len(frames) == 1 else b"".join(frames))
 
-    def _write(self, conn_id: str, frame: bytes) -> None:
-        socket = self.sockets.get(conn_id)
-        connection = socket.ws_connection if socket is not None else None
-        if connection is None or connection.server_terminated:
+    def _write(self, conn_id: str, data: bytes) -> None:
+        protocol = self._protocols.get(conn_id)
+        if protocol is None or protocol.server_terminated:
             return
-        stream = connection.stream
-        if stream.closed():  # its socket is gone (None) until on_close runs: write_to_fd would raise
+        stream = protocol.stream
+        if stream.closed():  # its socket is gone (None) until on_close runs
             return
         try:
             if not stream.writing():
                 # Nothing queued: hand the bytes to the kernel directly. IOStream.write would
                 # allocate a Future per recipient (PITFALLS 12); only a remainder needs it.
-                sent = stream.write_to_fd(memoryview(frame))
-                if sent == len(frame):
+                # A plain IOStream's write_to_fd is this send (the gateway serves no TLS itself).
+                sent = stream.socket.send(data)
+                if sent == len(data):
                     return
-                frame = frame[sent:]
-            stream.write(frame)
+                data = data[sent:]
+            stream.write(data)
         except BlockingIOError:
-            stream.write(frame)
+            stream.write(data)
         except StreamBufferFullError:
             log.info("! slow consumer closed", extra={"conn_id": conn_id})
             self._submit(CloseRequested(conn_id, CloseCode.SLOW_CONSUMER, "outbound buffer full", now()))
