@@ -38,8 +38,10 @@ _SCHEMA = (
       user_id         TEXT NOT NULL,
       PRIMARY KEY (conversation_id, user_id)
     )""",
-    # The relay's claim and recovery queries scan only rows not yet published.
+    # The relay's recovery query scans only rows not yet published...
     "CREATE INDEX IF NOT EXISTS {unpublished_index} ON {outbox} (id) WHERE published_at IS NULL",
+    # ...and its claim only rows not yet numbered (added later: existing tables get it here).
+    "CREATE INDEX IF NOT EXISTS {unnumbered_index} ON {outbox} (id) WHERE seq IS NULL",
     # Replay: events of some channels after a seq, in seq order.
     "CREATE INDEX IF NOT EXISTS {channel_seq_index} ON {outbox} (channel, seq) WHERE seq IS NOT NULL",
     # Wakes the relay at COMMIT of any insert (NOTIFY is transactional); one

@@ -49,6 +49,22 @@ def test_migrate_creates_the_contract_tables_and_can_run_again(pg_settings: Sett
         assert any("UNIQUE INDEX" in index and "(seq)" in index for index in indexes), indexes
 
 
+def test_migrate_gives_an_outbox_made_by_an_older_version_the_claim_index(pg_settings: Settings) -> None:
+    settings = _fresh(pg_settings)
+    assert migrate.run(settings) == 0
+    index = f"{settings.outbox_table}_unnumbered_idx"
+    with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))  # as the older migrate left it
+        conn.execute(sql.SQL("INSERT INTO {} (channel, event_type, payload) VALUES ('conv:1', 't', '{{}}')")
+                     .format(sql.Identifier(settings.outbox_table)))
+        assert migrate.run(settings) == 0
+        definitions = [row[0] for row in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index,))]
+        assert len(definitions) == 1 and definitions[0].endswith("(id) WHERE (seq IS NULL)"), definitions
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(settings.outbox_table))).fetchone() == (1,)
+
+
 def test_migrated_outbox_notifies_the_relay_channel_on_commit(pg_settings: Settings) -> None:
     channel = f"{pg_settings.outbox_table}_inserted"
     with psycopg.connect(pg_settings.postgres_dsn or "", autocommit=True) as listener, \

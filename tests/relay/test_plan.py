@@ -1,11 +1,11 @@
-"""The relay's pure decisions: numbering, republishing, frames, backoff."""
+"""The relay's pure decisions: deliveries in seq order, frames, backoff."""
 
 from __future__ import annotations
 
 import pytest
 import ujson
 
-from tornado_gw.relay.plan import OutboxRow, backoff_s, build_frame, number, one_line, publishable, renumbered
+from tornado_gw.relay.plan import OutboxRow, backoff_s, build_frame, in_seq_order, one_line, publishable
 
 
 def _row(row_id: int, channel: str = "conv:1", seq: int | None = None) -> OutboxRow:
@@ -19,43 +19,20 @@ def test_build_frame_is_the_client_frame() -> None:
     assert "héllo </b>".encode() in frame  # UTF-8 and slashes as written, not escaped
 
 
-def test_number_gives_consecutive_seqs_after_the_last_in_id_order() -> None:
-    deliveries = number([_row(3), _row(7, "user:u1"), _row(9)], last_seq=41)
-    assert [(d.row_id, d.seq, d.channel) for d in deliveries] == [
-        (3, 42, "conv:1"), (7, 43, "user:u1"), (9, 44, "conv:1"),
-    ]
-    assert [ujson.loads(d.frame)["seq"] for d in deliveries] == [42, 43, 44]
-    assert ujson.loads(deliveries[1].frame)["payload"] == {"n": 7}
-
-
-def test_number_starts_at_one_on_an_empty_outbox() -> None:
-    assert [d.seq for d in number([_row(1)], last_seq=0)] == [1]
-    assert number([], last_seq=5) == []
-
-
-def test_number_refuses_a_row_that_already_has_a_seq() -> None:
-    with pytest.raises(ValueError, match="row 2: it already has seq 5"):
-        number([_row(1), _row(2, seq=5)], last_seq=10)
-
-
-def test_number_refuses_rows_out_of_id_order() -> None:
-    with pytest.raises(ValueError, match="row 4: rows must come in increasing id order"):
-        number([_row(5), _row(4)], last_seq=0)
-
-
-def test_renumbered_keeps_each_seq_and_publishes_in_seq_order() -> None:
-    deliveries = renumbered([_row(8, seq=12), _row(5, seq=11)])
+def test_in_seq_order_keeps_each_seq_and_publishes_in_seq_order() -> None:
+    deliveries = in_seq_order([_row(8, seq=12), _row(5, seq=11)])
     assert [(d.row_id, d.seq) for d in deliveries] == [(5, 11), (8, 12)]
     assert ujson.loads(deliveries[0].frame) == {"type": "message.new", "payload": {"n": 5}, "seq": 11}
 
 
-def test_renumbered_refuses_a_row_without_seq() -> None:
+def test_in_seq_order_refuses_a_row_without_seq() -> None:
     with pytest.raises(ValueError, match="row 3: it has no seq yet"):
-        renumbered([_row(3)])
+        in_seq_order([_row(3)])
 
 
 def test_publishable_holds_back_rows_whose_channel_is_not_a_valid_channel() -> None:
-    deliveries = number([_row(1), _row(2, "conv:*"), _row(3, "user:u@x"), _row(4, "room:1")], last_seq=0)
+    rows = [_row(1, seq=1), _row(2, "conv:*", seq=2), _row(3, "user:u@x", seq=3), _row(4, "room:1", seq=4)]
+    deliveries = in_seq_order(rows)
     valid, invalid = publishable(deliveries)
     assert [d.row_id for d in valid] == [1, 3]
     assert [d.row_id for d in invalid] == [2, 4]

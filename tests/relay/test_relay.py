@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from tests.relay.helpers import (
     rows,
 )
 from tests.support.redis import WAIT_S, eventually, run, split_host
+from tornado_gw.relay.sql import names
 from tornado_gw.settings import Settings
 
 
@@ -187,5 +189,46 @@ def test_relay_waits_out_an_outage_logs_it_once_and_loses_nothing(
         assert _numbers_and_seqs(observer) == [(0, 1), (1, 2), (2, 3)]
         lines = _state_lines(caplog, dependency)
         assert len(lines) == 2 and lines[1].startswith(f"= {dependency} recovered"), lines
+
+    run(scenario())
+
+
+def test_relay_that_loses_its_lock_reads_the_last_seq_again_when_it_takes_it_back(
+        relay_settings: Settings) -> None:
+    settings = relay_settings
+    key = names(settings).lock_key
+    lock = sql.SQL("SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' "
+                   "AND classid = %s AND objid = %s ORDER BY granted DESC")
+    number_as_other_relay = sql.SQL(
+        "UPDATE {} SET seq = %s + id - %s, published_at = now() WHERE seq IS NULL")
+
+    async def lock_holders(admin: psycopg.AsyncConnection[Any]) -> list[tuple[int, bool]]:
+        cur = await admin.execute(lock, ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF))
+        return await cur.fetchall()
+
+    async def scenario() -> None:
+        dsn = settings.postgres_dsn or ""
+        async with observed_relay(settings) as observer, \
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True) as other, \
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            await append(settings, [("conv:1", "message.new", {"n": n}) for n in range(3)])
+            await observer.wait_for(3)
+            await all_published(settings, 3)
+            # Another relay queues for the lock, then this relay's session dies: the other one gets it.
+            waiting = asyncio.create_task(other.execute("SELECT pg_advisory_lock(%s)", (key,)))
+            deadline = time.monotonic() + WAIT_S
+            while len(holders := await lock_holders(admin)) < 2:
+                assert time.monotonic() < deadline, holders
+                await asyncio.sleep(0.01)
+            await admin.execute("SELECT pg_terminate_backend(%s)", (holders[0][0],))
+            await asyncio.wait_for(waiting, WAIT_S)
+            # While it leads, the other relay numbers and publishes seqs 4 and 5.
+            ids = await append(settings, [("conv:1", "message.new", {"n": n}) for n in (3, 4)])
+            await other.execute(number_as_other_relay.format(outbox(settings)), (4, ids[0]))
+            await other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            await append(settings, [("conv:1", "message.new", {"n": 5})])
+            await observer.wait_for(4)
+            await all_published(settings, 6)
+        assert _numbers_and_seqs(observer) == [(0, 1), (1, 2), (2, 3), (5, 6)]
 
     run(scenario())

@@ -42,34 +42,10 @@ def build_frame(event_type: str, payload: Any, seq: int) -> bytes:
     return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
-def number(rows: Sequence[OutboxRow], last_seq: int) -> list[Delivery]:
-    """Give unnumbered ``rows`` the seqs after ``last_seq``, in ``row_id`` order.
-
-    Args:
-        rows: unnumbered rows in increasing ``row_id`` order, as claimed.
-        last_seq: the highest seq ever assigned (0 for an empty outbox).
-
-    Raises:
-        ValueError: a row is already numbered or out of order; numbering it
-            again would give one event two seqs.
-    """
-    deliveries = []
-    previous_id: int | None = None
-    for offset, row in enumerate(rows, start=1):
-        if row.seq is not None:
-            raise ValueError(f"can't number row {row.row_id}: it already has seq {row.seq}")
-        if previous_id is not None and row.row_id <= previous_id:
-            raise ValueError(f"can't number row {row.row_id}: rows must come in increasing id order")
-        previous_id = row.row_id
-        seq = last_seq + offset
-        deliveries.append(_delivery(row, seq))
-    return deliveries
-
-
-def renumbered(rows: Sequence[OutboxRow]) -> list[Delivery]:
-    """Deliveries for rows numbered before (a relay died before marking them),
-    with the seq they already have, in seq order: a repeat is a duplicate the
-    client drops by seq, never a second number for one event.
+def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
+    """Deliveries for numbered rows, with the seq they have, in seq order: rows
+    just numbered, or rows a dead relay numbered but never marked (a repeat is a
+    duplicate the client drops by seq, never a second number for one event).
 
     Raises:
         ValueError: a row has no seq.

@@ -6,8 +6,10 @@ Rules that make CONTRACT §4 hold (the code relies on each of them):
    session that holds the relay's advisory lock (one relay at a time).
 2. Rows are claimed by ``seq IS NULL``, never by ``id > last id`` (PITFALLS 3).
 3. A batch is numbered ``max(seq) + 1 ...`` in ``id`` order and that is
-   COMMITTED before any frame is published, so a frame published twice (a relay
-   killed between PUBLISH and the ``published_at`` update) carries the same seq.
+   COMMITTED before any frame of it is published, so a frame published twice
+   (a relay killed between PUBLISH and the ``published_at`` update) carries the
+   same seq. ``max(seq)`` is read once per lock acquisition and then kept in
+   memory: while the lock is held, nobody else numbers.
 4. Numbered seqs are contiguous and become visible a whole batch at a time, so
    the numbered rows are always ``[min(seq), max(seq)]`` with no hole.
 5. Retention deletes only a prefix of that range and always keeps the newest
@@ -38,6 +40,7 @@ class Names:
     outbox: sql.Identifier
     members: sql.Identifier
     unpublished_index: sql.Identifier
+    unnumbered_index: sql.Identifier
     channel_seq_index: sql.Identifier
     notify_trigger: sql.Identifier
     notify_channel: str
@@ -49,6 +52,7 @@ class Names:
             outbox=self.outbox,
             members=self.members,
             unpublished_index=self.unpublished_index,
+            unnumbered_index=self.unnumbered_index,
             channel_seq_index=self.channel_seq_index,
             notify_trigger=self.notify_trigger,
             notify_channel=sql.Identifier(self.notify_channel),
@@ -76,6 +80,7 @@ def names(settings: Settings) -> Names:
         outbox=sql.Identifier(outbox),
         members=sql.Identifier(members),
         unpublished_index=sql.Identifier(f"{outbox}_unpublished_idx"),
+        unnumbered_index=sql.Identifier(f"{outbox}_unnumbered_idx"),
         channel_seq_index=sql.Identifier(f"{outbox}_channel_seq_idx"),
         notify_trigger=sql.Identifier(f"{outbox}_notify"),
         notify_channel=f"{outbox}_inserted",
@@ -98,25 +103,31 @@ LISTEN = sql.SQL("LISTEN {notify_channel}")
 # see 7. Claiming by "seq IS NULL" picks 7 up whenever it becomes visible, and
 # gives it the next seq then: seq follows publish order, not insert order, so
 # no client that has seen seq N can later receive a lower seq.
-# Rule 3: the max is read in the same transaction that assigns, under the lock.
-CLAIM_UNNUMBERED = sql.SQL(
-    "SELECT (SELECT coalesce(max(seq), 0) FROM {outbox}), id, channel, event_type, payload "
-    "FROM {outbox} WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
-)
+# Rule 3: the last seq is read right after the lock is taken, on the session
+# that holds it; while the lock is held nobody else numbers, so the relay keeps
+# it in memory. Any error ends the session (and the lock), and the next
+# acquisition reads it again.
+HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM {outbox}")
 
-ASSIGN_SEQ = sql.SQL(
-    "UPDATE {outbox} AS o SET seq = v.seq "
-    "FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[]) AS v(id, seq) WHERE o.id = v.id"
+# Claim and number a batch in one autocommit statement: its COMMIT is the
+# statement's end. row_number() in id order gives last + 1 ... last + n
+# (rule 4); RETURNING order is unspecified, the caller sorts by seq.
+CLAIM_AND_NUMBER = sql.SQL(
+    "UPDATE {outbox} AS o SET seq = %(last_seq)s + c.n "
+    "FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM {outbox} "
+    "WHERE seq IS NULL ORDER BY id LIMIT %(limit)s) AS c "
+    "WHERE o.id = c.id RETURNING o.id, o.channel, o.event_type, o.payload, o.seq"
 )
 
 MARK_PUBLISHED = sql.SQL("UPDATE {outbox} SET published_at = now() WHERE id = ANY(%(ids)s)")
 
 # Rule 3, recovery: rows numbered by a relay that died before marking them.
 # They are published again with the seq they already have, in seq order,
-# before anything new is numbered.
+# before anything new is numbered. ``after``: the last seq already taken, as
+# the previous batch may still be in flight, not yet marked.
 NUMBERED_UNPUBLISHED = sql.SQL(
     "SELECT id, channel, event_type, payload, seq FROM {outbox} "
-    "WHERE published_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT %(limit)s"
+    "WHERE published_at IS NULL AND seq > %(after)s ORDER BY seq LIMIT %(limit)s"
 )
 
 # Rule 5. Everything below the horizon may go: the lowest seq that is still
