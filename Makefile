@@ -9,7 +9,7 @@ PYENV_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/*/bin/python3.1[0-3])
 TOX_ENVS ?= py310,py311,py312,py313
 TOX_ARGS ?=
 
-.PHONY: setup run test lint tox bench-smoke clean
+.PHONY: setup run test lint tox clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
