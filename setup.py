@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["tornado_gw", "tornado_gw.*"]),
     install_requires=[
         "tornado>=6.4,<7",
-        "redis>=5.0,<9",
+        "redis[hiredis]>=5.0,<9",  # hiredis: the C reply parser, ~20 % less CPU per Pub/Sub message
         "psycopg[binary]>=3.1,<4",
         "psycopg-pool>=3.2,<4",
         "pyjwt[crypto]>=2.8,<3",
