@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import redis
 
-from bench import scenarios, tables
+from bench import outbox, scenarios, tables
 from bench.peers import PEERS, REPO, Peer
 from bench.redis_server import bench_redis
 from bench.report import Metrics, Outcome
@@ -28,10 +28,7 @@ from bench.report import Metrics, Outcome
 RUNNERS: dict[str, Callable[[Peer, scenarios.Context], Metrics]] = {
     "fanout": scenarios.fanout, "latency": scenarios.latency,
     "sweep": scenarios.sweep, "idle": scenarios.idle,
-}
-PLACEHOLDERS = {
-    "resume": "not available: needs the Postgres outbox and resume replay (being built by the team)",
-    "relay": "not available: needs the Postgres outbox relay (being built by the team)",
+    "resume": outbox.resume, "relay": outbox.relay,
 }
 ALL = ["fanout", "latency", "sweep", "idle", "resume", "relay"]
 RESULTS = REPO / "bench" / "results"
@@ -79,6 +76,8 @@ def run_one(run: Callable[[Peer, scenarios.Context], Metrics], peer: Peer, ctx: 
     started = time.monotonic()
     try:
         outcome = Outcome("ok", run(peer, ctx))
+    except outbox.Skipped as exc:
+        outcome = Outcome("skipped", reason=str(exc))
     except (scenarios.RunFailed, RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
         outcome = Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
     print(f"  {peer.name:<10} {outcome.status:<7} {time.monotonic() - started:5.1f} s "
@@ -154,9 +153,6 @@ def run_all(args: argparse.Namespace, ctx: scenarios.Context, head: str) -> tupl
     peers = [PEERS[name] for name in args.peers.split(",")]
     sections, failed = [head], False
     for name in args.scenarios:
-        if name in PLACEHOLDERS:
-            sections.append(tables.placeholder(name, PLACEHOLDERS[name]))
-            continue
         outcomes = (run_gencost(peers, ctx, args.reps) if name == "gencost"
                     else run_scenario(name, peers, ctx, args.reps))
         failed |= any(o.status == "failed" for runs in outcomes.values() for o in runs)

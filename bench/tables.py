@@ -13,6 +13,9 @@ TITLES = {
     "sweep": "sweep: rising delivery rate until p99 > 100 ms or a lost frame",
     "idle": "idle: server RSS per authenticated and subscribed connection",
     "gencost": "gencost: generator CPU per received message, same fanout load, picows+uvloop vs Node ws",
+    "relay": "relay: outbox rows/s from COMMIT to PUBLISH (tornado_gw only: the peers have no outbox)",
+    "resume": "resume: resume `auth` to `replay.done` with 1,000 missed events, on the other gateway "
+              "(tornado_gw only: the peers have no outbox)",
 }
 TRAFFIC_HEADER = ["delivered/s", "lost", "p50 ms", "p95 ms", "p99 ms", "max ms",
                   "server CPU µs/msg", "server RSS MB", "generator CPU µs/msg", "other frames"]
@@ -27,12 +30,9 @@ def one_line(outcome: Outcome) -> str:
     if outcome.status != "ok":
         return outcome.reason[:300]
     shown = {key: value for key, value in outcome.metrics.items()
-             if key in (*TRAFFIC_KEYS, "saturation_per_s") or key.startswith("kb_per_conn")}
+             if key in (*TRAFFIC_KEYS, "saturation_per_s")
+             or key.startswith(("kb_per_conn", "rows_per_s", "resume"))}
     return " ".join(f"{key}={fmt(value)}" for key, value in shown.items())
-
-
-def placeholder(name: str, reason: str) -> str:
-    return f"## {name}\n\n{reason}\n"
 
 
 def section(name: str, outcomes: dict[str, list[Outcome]], smoke: bool = False) -> str:
@@ -44,6 +44,13 @@ def section(name: str, outcomes: dict[str, list[Outcome]], smoke: bool = False) 
         return title + _sweep(summaries, outcomes)
     if name == "idle":
         return title + _idle(summaries)
+    if name == "relay":
+        return title + _relay(summaries)
+    if name == "resume":
+        header = ["peer", "status", "ms (median of the rounds)", "max ms", "rounds per repetition"]
+        keys = ("resume_ms", "resume_max_ms", "rounds")
+        return title + table(header, [[who, status_note(s), *(s.metrics.get(k) for k in keys)]
+                                      for who, s in summaries.items()]) + "\n"
     first = "generator" if name == "gencost" else "peer"
     rows = [[who, status_note(s), *(s.metrics.get(key) for key in TRAFFIC_KEYS)]
             for who, s in summaries.items()]
@@ -58,6 +65,25 @@ def _idle(summaries: dict[str, Outcome]) -> str:
              s.metrics.get(f"rss_mb_{sizes[-1]}") if sizes else None, s.metrics.get("baseline_rss_mb")]
             for who, s in summaries.items()]
     return table(header, rows) + "\n"
+
+
+def _relay(summaries: dict[str, Outcome]) -> str:
+    """Per backlog committed at once (then one backlog again once the table has grown):
+    rows/s, and the relay's CPU per row, which moves far less with the load on the box."""
+    measured = [s.metrics for s in summaries.values() if s.metrics]
+    backlogs = sorted({key.rsplit("_", 1)[1] for metrics in measured for key in metrics
+                       if key.startswith("rows_per_s_") and key[-1].isdigit()}, key=int)
+    grown = (f"backlog {fmt(measured[0].get('grown_backlog'))} on a table of "
+             f"{fmt(measured[0].get('grown_table_rows'))} rows" if measured else "grown table")
+    header = ["peer", "status", *(f"backlog {int(n):,}" for n in backlogs), grown]
+    rows = [[who, status_note(s), *(_rate_and_cpu(s.metrics, n) for n in (*backlogs, "grown"))]
+            for who, s in summaries.items()]
+    return "Cells: rows/s (relay CPU µs per row).\n\n" + table(header, rows) + "\n"
+
+
+def _rate_and_cpu(metrics: Metrics, backlog: str) -> str | None:
+    rate, cpu = metrics.get(f"rows_per_s_{backlog}"), metrics.get(f"relay_cpu_us_{backlog}")
+    return None if rate is None else f"{fmt(rate)} ({fmt(cpu)} µs)"
 
 
 def _sweep(summaries: dict[str, Outcome], outcomes: dict[str, list[Outcome]]) -> str:
