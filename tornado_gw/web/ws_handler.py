@@ -7,14 +7,17 @@ pure CPU and happen here at the edge; everything else is the reducer's.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
 from tornado_gw import metrics
@@ -30,6 +33,13 @@ from tornado_gw.web.writer import SocketRegistry
 log = logging.getLogger(__name__)
 _CLIENT_TYPES = frozenset(t.value for t in FrameType)
 _conn_ids = itertools.count(1)
+# What a handler still uses once the handshake is over (issue 5: idle memory). The rest
+# (the request with its headers and HTTP connection, the response headers, ui modules,
+# path arguments, transforms) is never read again and is dropped after the upgrade.
+_KEPT_AFTER_UPGRADE = frozenset({
+    "application", "context", "conn_id", "ws_connection", "close_code", "close_reason",
+    "_on_close_called", "_status_code", "_finished", "_auto_finish", "_prepared_future",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +52,32 @@ class SocketContext:
     is_draining: Callable[[], bool]
 
 
+class _Fifo(list[Any]):
+    """The deque operations IOStream uses, on a list. An empty ``collections.deque``
+    allocates a 64-slot block (~600 B); each stream has two that stay empty while the
+    socket keeps up. ``popleft`` is O(n), but a write backlog is capped by
+    ``outbound_buffer_bytes`` in chunks of at least 2 KB (IOStream coalesces smaller
+    writes), so n stays in the hundreds."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def _compact(stream: IOStream) -> None:
+    """Swap the write queues of a stream for lists (issue 5: idle memory)."""
+    stream._write_futures = _Fifo(stream._write_futures)  # type: ignore[assignment]
+    stream._write_buffer._buffers = _Fifo(stream._write_buffer._buffers)  # type: ignore[assignment]
+
+
 class _Protocol(WebSocketProtocol13):
     """Counts every close the gateway starts, including those Tornado decides itself
     (1009); and closes with 1007 on invalid UTF-8 where Tornado would just abort."""
+
+    # Instances must not get new attributes: with its 29 the protocol's attribute dict
+    # shares its keys with every other instance (~300 B); the 30th makes it a table of
+    # its own (~1,600 B, CPython's SHARED_KEYS_MAX_SIZE).
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.server_terminated and not self.client_terminated and code is not None:
@@ -59,6 +92,67 @@ class _Protocol(WebSocketProtocol13):
                 self.close(1007, "text frame is not valid UTF-8")
                 return None
         return super()._handle_message(opcode, data)
+
+    async def _receive_frame_loop(self) -> None:
+        """Wait for frames with a callback on the stream, not in a coroutine.
+
+        Tornado awaits its read loop at the bottom of the handshake (``_execute`` -> ``get``
+        -> ``accept_connection`` -> ``_accept_connection``): those suspended frames, the
+        request headers in their locals and the loop's own Task would live as long as the
+        connection (issue 5: idle memory). Returning at once ends that chain; an idle
+        connection then holds one read Future. Each frame is parsed by Tornado's own
+        ``_receive_frame`` in a short task, whose first read gets the header read here.
+        """
+        self._await_frame()
+
+    def _await_frame(self) -> None:
+        if self.client_terminated:
+            self._reader_stopped()
+            return
+        try:
+            header = self.stream.read_bytes(2)
+        except StreamClosedError:
+            self._stream_lost()
+            return
+        header.add_done_callback(self._frame_started)
+
+    def _frame_started(self, header: asyncio.Future[bytes]) -> None:
+        if header.cancelled() or header.exception() is not None:  # the stream closed
+            self._stream_lost()
+            return
+        _read_headers[self] = header.result()
+        asyncio.ensure_future(self._receive_frame()).add_done_callback(self._frame_done)
+
+    async def _read_bytes(self, n: int) -> bytes:
+        header = _read_headers.pop(self, None)
+        if header is None:
+            return await super()._read_bytes(n)
+        self._wire_bytes_in += n
+        return header
+
+    def _frame_done(self, frame: asyncio.Future[None]) -> None:
+        """What Tornado's loop (and the handshake chain above it) did with each outcome."""
+        _read_headers.pop(self, None)
+        exc = None if frame.cancelled() else frame.exception()
+        if frame.cancelled() or isinstance(exc, (StreamClosedError, ValueError)):
+            self._stream_lost()
+        elif exc is not None:
+            self.handler.log_exception(type(exc), exc, exc.__traceback__)
+            self._stream_lost()
+        else:
+            self._await_frame()
+
+    def _stream_lost(self) -> None:
+        self._abort()
+        self._reader_stopped()
+
+    def _reader_stopped(self) -> None:
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+
+# The header of the frame being read, read by the idle callback and handed to Tornado's
+# parser: here, not in an attribute, for the reason given on ``_Protocol``.
+_read_headers: dict[_Protocol, bytes] = {}
 
 
 class GatewaySocket(WebSocketHandler):
@@ -89,6 +183,29 @@ class GatewaySocket(WebSocketHandler):
     def _params(self) -> _WebSocketParams:
         return _WebSocketParams(ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
                                 max_message_size=self.max_message_size, compression_options=None)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await super().get(*args, **kwargs)
+        if self.ws_connection is not None and self.get_status() == 101:
+            self._shed_handshake_state()
+
+    def _shed_handshake_state(self) -> None:
+        """Forget what only the HTTP handshake needed (logged at the upgrade already)."""
+        assert self.ws_connection is not None
+        if self.ws_connection.stream is not None and not self.ws_connection.stream.closed():
+            _compact(self.ws_connection.stream)
+        for name in [name for name in self.__dict__ if name not in _KEPT_AFTER_UPGRADE]:
+            del self.__dict__[name]
+        self.__dict__ = dict(self.__dict__)  # a table sized for what is left
+
+    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
+                      tb: TracebackType | None) -> None:
+        """Tornado's version describes the request, which is gone after the upgrade."""
+        if "request" in self.__dict__:
+            super().log_exception(typ, value, tb)
+        else:
+            log.error("! uncaught exception on a WebSocket", extra={"conn_id": self.conn_id},
+                      exc_info=(typ, value, tb) if typ is not None and value is not None else None)
 
     def open(self) -> None:
         self.conn_id = f"c{next(_conn_ids)}"
