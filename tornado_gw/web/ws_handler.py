@@ -8,6 +8,7 @@ pure CPU and happen here at the edge; everything else is the reducer's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import uuid
@@ -181,8 +182,7 @@ class GatewaySocket(WebSocketHandler):
         return _Protocol(self, False, self._params())
 
     def _params(self) -> _WebSocketParams:
-        return _WebSocketParams(ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
-                                max_message_size=self.max_message_size, compression_options=None)
+        return _shared_params(self.ping_interval, self.ping_timeout, self.max_message_size)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await super().get(*args, **kwargs)
@@ -250,6 +250,15 @@ class GatewaySocket(WebSocketHandler):
         self.context.registry.remove(self.conn_id)
         metrics.CONNECTIONS.dec()
         self.context.submit(c.Disconnect(self.conn_id, now()))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_params(ping_interval: float | None, ping_timeout: float | None,
+                   max_message_size: int) -> _WebSocketParams:
+    """One parameters object for every connection (they come from the app's settings), not
+    ~100 B each; Tornado only reads it."""
+    return _WebSocketParams(ping_interval=ping_interval, ping_timeout=ping_timeout,
+                            max_message_size=max_message_size, compression_options=None)
 
 
 def _same_host(origin: str, host: str) -> bool:
