@@ -223,6 +223,19 @@ def test_presence_leaves_at_once_when_a_resumed_session_unsubscribes() -> None:
     assert online_updates(take(w, "b")) == [("c1", "a", "offline")]
 
 
+def test_resuming_a_session_whose_connection_is_still_open_keeps_that_connection_online() -> None:
+    """A client resuming over a half-open connection: the old one is still subscribed here,
+    so its presence stays when the new connection unsubscribes."""
+    w = room("b", "a")
+    login(w, "a2", "a", session_id="s-a")  # "a" is still open and in c1
+    unsubscribe(w, "a2", "c1")
+    assert online_updates(take(w, "b")) == []
+    assert w.online("c1") == ["a", "b"]
+    disconnect(w, "a")
+    w.advance(w.state.limits.presence_grace_s + 1)
+    assert online_updates(take(w, "b")) == [("c1", "a", "offline")]
+
+
 def test_close_requested_closes_once_and_silences_the_connection() -> None:
     w = world()
     login(w, "a", "u1")

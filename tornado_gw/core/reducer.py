@@ -115,6 +115,7 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
     conn.token_expires_at = cmd.expires_at
     conn.new_session_id = cmd.new_session_id
     conn.presence_id = cmd.new_session_id  # unique per connection, made at the edge
+    state.presence_owners[conn.presence_id] = conn.conn_id
     conn.op = Operation("auth", (), cmd.last_seq)
     if cmd.session_id is not None:
         out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
@@ -202,6 +203,8 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
     conn = state.connections.pop(cmd.conn_id, None)
     if conn is None:
         return
+    if conn.presence_id is not None:
+        state.presence_owners.pop(conn.presence_id, None)
     channels = [conv_channel(cid) for cid in conn.conversations]
     if conn.user_id is not None:
         channels.append(user_channel(conn.user_id))
@@ -240,7 +243,10 @@ def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
         conn.session_id = snapshot.session_id
         conn.op.resumed = True
         conn.op.requested = snapshot.conversation_ids
-        conn.op.previous_presence_id = snapshot.presence_id
+        if snapshot.presence_id not in state.presence_owners:
+            # The old connection's entries go once the new ones stand; not while that
+            # connection is still open here (a client resuming over a half-open one).
+            conn.op.previous_presence_id = snapshot.presence_id
     else:
         conn.session_id = conn.new_session_id
     operations.start(state, conn, conn.op, cmd.at, out)

@@ -90,6 +90,7 @@ class Connection:
 class Gateway:
     limits: Limits = field(default_factory=Limits)
     connections: dict[str, Connection] = field(default_factory=dict)
+    presence_owners: dict[str, str] = field(default_factory=dict)  # presence id -> its open connection
     subscribers: dict[str, set[str]] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
     channel_seq: dict[str, int] = field(default_factory=dict)
