@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tornado_gw", "tornado_gw.*"]),
     install_requires=[
-        "tornado>=6.6,<6.7",  # web/ws_handler.py trims per-connection state using 6.6 internals
+        "tornado>=6.5,<6.7",  # web/ws_handler.py trims per-connection state using 6.5/6.6 internals
         "redis[hiredis]>=5.0,<9",  # hiredis: the C reply parser, ~20 % less CPU per Pub/Sub message
         "psycopg[binary]>=3.1,<4",
         "psycopg-pool>=3.2,<4",
