@@ -24,8 +24,6 @@ import gc
 import json
 import logging
 import os
-import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ from pathlib import Path
 
 import jwt
 
+from bench.peers import GW_LIMITS, free_port
+from bench.workload import JWT_SECRET
 from tornado_gw.adapters.wiring import build_wiring
 from tornado_gw.server import GatewayServer
 from tornado_gw.settings import load_settings
@@ -46,13 +46,6 @@ WORKER = [str(REPO / "bench" / ".venv" / "bin" / "python"), "-m", "bench.worker"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 QUIET_S = 2.0
 WARM = 20
-# bench.peers / bench.workload need msgpack, which the project's venv lacks: their values here.
-JWT_SECRET = "bench-only-secret-never-use-in-production"
-GW_LIMITS = {
-    "WSGATEWAY_RATE_LIMIT_PER_S": "100000", "WSGATEWAY_RATE_LIMIT_BURST": "100000",
-    "WSGATEWAY_IDLE_TIMEOUT_S": "3600", "WSGATEWAY_AUTH_TIMEOUT_S": "300",
-    "WSGATEWAY_OUTBOUND_BUFFER_BYTES": str(64 * 1024 * 1024), "WSGATEWAY_MAX_SUBSCRIPTIONS": "1000",
-}
 
 
 def rss_bytes() -> int:
@@ -86,21 +79,6 @@ def census() -> Counter[str]:
     for obj in gc.get_objects():
         sizes[type(obj).__qualname__] += sys.getsizeof(obj)
     return sizes
-
-
-def free_port() -> int:
-    """Below the ephemeral range (the gateway listens on every address, and the
-    generators' client sockets take ephemeral ports), like ``bench.peers.free_port``."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        port = random.randrange(max(1024, low - 12_000), low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 async def open_connections(url: str, first: int, count: int, workdir: Path) -> subprocess.Popen[bytes]:

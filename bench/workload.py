@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import jwt
-import msgpack
 import redis
 
 JWT_SECRET = "bench-only-secret-never-use-in-production"
@@ -110,6 +109,8 @@ class Publisher:
             packet = {"type": 2, "data": ["message.new", {"conversation_id": cid, "message": message}],
                       "nsp": "/"}
             opts = {"rooms": [cid], "except": [], "flags": {}}
+            import msgpack  # only the Socket.IO peer needs it; tools in the project's venv import this module
+
             return f"{self._prefix}socket.io#/#{cid}#", msgpack.packb(["emitter", packet, opts])
         frame = _GW_FRAME % (cid, seq, seq % 1000, self._content, f'"{stamp_key}":{stamp}', seq)
         return f"{self._prefix}conv:{cid}", frame
