@@ -68,7 +68,8 @@ class GatewayServer:
                         lambda: self.draining, self.wiring.publisher),
             SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining),
         )
-        self.http_server = app.listen(settings.port, xheaders=False)
+        # Workers of one supervisor share the port; the kernel spreads connections over them.
+        self.http_server = app.listen(settings.port, xheaders=False, reuse_port=settings.workers > 1)
         self.ticker = start_ticking(self.dispatcher.submit, settings.tick_interval_s)
         self.head_task = asyncio.get_running_loop().create_task(self._learn_log_head())
         log.info("= listening on port %d (%s)", settings.port, self.wiring.description)
@@ -132,6 +133,17 @@ async def serve(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> int:
-    """``python -m tornado_gw serve``: blocks until SIGTERM/SIGINT, then drains; exit code."""
+    """``python -m tornado_gw serve``: blocks until SIGTERM/SIGINT, then drains; exit code.
+
+    With ``workers`` above 1, a supervisor forks that many such gateways on the same port.
+    """
+    if settings.workers > 1:
+        from tornado_gw.supervisor import Supervisor
+
+        return Supervisor(settings.workers, lambda: _serve_one(settings), settings.shutdown_timeout_s).run()
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Settings) -> int:
     asyncio.run(serve(settings))
     return 0

@@ -12,7 +12,9 @@ Rules of ``load_settings``:
    variables (``REDIS_HOST=`` means unset, as docker-compose writes it).
 2. ``authorization`` not given anywhere resolves to ``members`` when
    ``postgres_dsn`` is set, else ``none``.
-3. ``MODE=production`` refuses to start without ``jwt_secret`` and without a
+3. ``workers`` above 1 needs ``redis_host``: the worker processes are separate
+   instances and only Redis lets them share subscribers, presence and sessions.
+4. ``MODE=production`` refuses to start without ``jwt_secret`` and without a
    membership source unless ``authorization: none`` was given explicitly;
    development mode falls back to ``DEVELOPMENT_JWT_SECRET`` (serve warns).
 """
@@ -45,6 +47,7 @@ class SettingsError(Exception):
 @dataclass(frozen=True, slots=True)
 class Settings:
     port: int = 8081
+    workers: int = 1
     prefix: str = "ws:"
     auth_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
@@ -230,6 +233,7 @@ _SECONDS = _number()
 
 _PARSERS: dict[str, Parser] = {
     "port": _integer(1, 65535),
+    "workers": _integer(1, 256),
     "prefix": _matching(r"[A-Za-z0-9_.:-]+", "a non-empty string of letters, digits and _.:-"),
     "auth_timeout_s": _SECONDS,
     "idle_timeout_s": _SECONDS,
@@ -380,7 +384,7 @@ def _from_options(options: Mapping[str, str]) -> Sourced:
 
 
 def _resolve(values: dict[str, Any]) -> Settings:
-    """Derived values and the cross-setting rules 2 and 3 of the module docstring."""
+    """Derived values and the cross-setting rules 2 to 4 of the module docstring."""
     explicit_authorization = "authorization" in values
     has_postgres = values.get("postgres_dsn") is not None
     production = values.get("mode") == "production"
@@ -388,6 +392,9 @@ def _resolve(values: dict[str, Any]) -> Settings:
         values["authorization"] = "members" if has_postgres else "none"
     elif values["authorization"] == "members" and not has_postgres:
         raise SettingsError("authorization", "members needs postgres_dsn (POSTGRES_DSN) for members_table")
+    if values.get("workers", 1) > 1 and values.get("redis_host") is None:
+        raise SettingsError("workers", "more than one worker needs redis_host (REDIS_HOST) to share clients' "
+                                       "subscriptions, presence and sessions")
     secret = values.get("jwt_secret")
     if production and secret is None:
         raise SettingsError("jwt_secret", "required in production mode (set JWT_SECRET)")
