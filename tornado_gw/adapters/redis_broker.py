@@ -209,8 +209,8 @@ class RedisBroker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        exc = next(iter(done)).exception()
-        return (str(exc) or type(exc).__name__) if exc else "connection ended"
+        error = next(iter(done)).exception()
+        return (str(error) or type(error).__name__) if error else "connection ended"
 
     async def _open(self, conn: aredis.Connection) -> None:
         await conn.connect()

@@ -18,7 +18,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aredis
 import ujson
@@ -195,7 +195,7 @@ class RedisPresence(_ExpiringStore):
                      expires_at: float) -> list[tuple[str, str]]:
         """The join script over every entry at once; re-creates what expired while Redis was away."""
         keys = [presence_due_key(self._prefix)]
-        args: list[object] = [repr(expires_at), self._gc_ms]
+        args: list[str | int | float] = [repr(expires_at), self._gc_ms]
         for conversation_id, user_id, session_id in entries:
             keys += [self._zset(conversation_id), self._users(conversation_id)]
             args += [user_id, session_id, conversation_id]
@@ -229,7 +229,7 @@ class RedisPresence(_ExpiringStore):
     async def online(self, conversation_id: str, now: float) -> list[str]:
         with unavailable("presence query"):
             members = await self._redis.zrangebyscore(self._zset(conversation_id), f"({now!r}", "+inf")
-        return sorted({member.decode().partition("|")[0] for member in members})
+        return sorted({cast(bytes, member).decode().partition("|")[0] for member in members})
 
     async def expire(self, now: float) -> list[tuple[str, str]]:
         return await self._expire(

@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import redis.asyncio
@@ -53,7 +54,8 @@ RETENTION_BATCHES_PER_PASS = 10  # then publishing resumes; the rest waits for t
 STATEMENT_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
 # A dead peer is noticed in ~10 s even while the session is idle.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                              "keepalives_count": 3}
 # One command and one reply per batch instead of one per frame: a pipeline of
 # PUBLISHes cost the relay about a third more CPU per row, even with hiredis.
 PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"

@@ -61,7 +61,7 @@ class SocketRegistry:
     def add(self, conn_id: str, socket: GatewaySocket) -> None:
         self.sockets[conn_id] = socket
         protocol = socket.ws_connection
-        if protocol is not None:
+        if protocol is not None and protocol.stream is not None:
             protocol.stream.max_write_buffer_size = self._limit
             self._protocols[conn_id] = protocol
 
@@ -80,7 +80,8 @@ class SocketRegistry:
         socket = self.sockets.get(conn_id)
         if socket is None or socket.ws_connection is None:
             return
-        socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
+        if socket.ws_connection.stream is not None:
+            socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
         socket.close(code, reason)
 
     def _enqueue(self, conn_ids: Sequence[str], frame: bytes) -> None:
@@ -110,7 +111,7 @@ class SocketRegistry:
         if protocol is None or protocol.server_terminated:
             return
         stream = protocol.stream
-        if stream.closed():  # its socket is gone (None) until on_close runs
+        if stream is None or stream.closed():  # its socket is gone (None) until on_close runs
             return
         try:
             if not stream.writing():

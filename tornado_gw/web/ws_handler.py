@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from tornado.iostream import IOStream, StreamClosedError
@@ -111,7 +111,7 @@ class _Protocol(WebSocketProtocol13):
             self._reader_stopped()
             return
         try:
-            header = self.stream.read_bytes(2)
+            header = cast("asyncio.Future[bytes]", self.stream.read_bytes(2))  # a Future, typed Awaitable
         except StreamClosedError:
             self._stream_lost()
             return
