@@ -30,6 +30,15 @@ setup(
             "websockets>=13,<18",
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
+            "jsonschema>=4.18,<5",  # tests/ship: docker-compose.yml against the Compose Specification
+            "dockerfile-parse>=2,<3",  # tests/ship: the Dockerfile's instructions
+            "honcho>=2,<3",  # make run-all: the Procfile's processes, one prefixed log, one Ctrl-C
+            "shiv>=1.0.5,<2",  # make build-ws: bin/wsgateway, one zipapp with the C extensions
+        ],
+        "type": [
+            "mypy>=1.10,<3",
+            "types-PyYAML>=6",
+            "types-ujson>=5",
         ],
     },
     entry_points={"console_scripts": ["tornado-gw=tornado_gw.cli:main"]},
