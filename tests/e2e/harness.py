@@ -60,6 +60,8 @@ def settings_env(overrides: Mapping[str, Any]) -> dict[str, str]:
 class GatewayProcess:
     """``python -m tornado_gw`` on a free port, started and stopped by the test."""
 
+    program: tuple[str, ...] = (sys.executable, "-m", "tornado_gw")  # or another build of the same CLI
+
     def __init__(self, command: str = "serve", **settings: Any) -> None:
         self.port = int(settings.pop("port", 0)) or free_port()
         self.command = command
@@ -82,7 +84,7 @@ class GatewayProcess:
     def start(self, wait: bool = True) -> GatewayProcess:
         for attempt in range(3):
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "tornado_gw", self.command], cwd=ROOT,
+                self.proc = subprocess.Popen([*self.program, self.command], cwd=ROOT,
                                              env=self.env, stdout=log, stderr=subprocess.STDOUT)
             if not wait:
                 return self
