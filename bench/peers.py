@@ -50,7 +50,7 @@ class Peer:
                 return "node not found"
             if not (PEERS_DIR / "socketio" / "node_modules" / "socket.io").is_dir():
                 return "npm packages not installed (bash bench/run.sh installs them)"
-        if self.name == "tornado_gw" and not (REPO / "tornado_gw" / "__main__.py").is_file():
+        if self.name.startswith("tornado_gw") and not (REPO / "tornado_gw" / "__main__.py").is_file():
             return "tornado_gw/__main__.py not found"
         return None
 
@@ -65,11 +65,14 @@ class Peer:
             return ["node", str(PEERS_DIR / "socketio" / "server.js"), f"--port={port}"], env
         env.update(GW_LIMITS)
         env.pop("POSTGRES_DSN", None)  # Redis-only deployment: no outbox, no membership table
-        return [gw_python(), "-m", "tornado_gw", f"--port={port}"], env
+        workers = ["--workers=2"] if self.name == "tornado_gw_2w" else []
+        return [gw_python(), "-m", "tornado_gw", f"--port={port}", *workers], env
 
 
 PEERS = {
     "tornado_gw": Peer("tornado_gw", "gw", "/ws"),
+    # the same gateway as two workers on one port (serve --workers 2): bench/workers.sh
+    "tornado_gw_2w": Peer("tornado_gw_2w", "gw", "/ws"),
     "naive": Peer("naive", "gw", "/ws"),
     "socketio": Peer("socketio", "sio", "/socket.io/?EIO=4&transport=websocket"),
 }
