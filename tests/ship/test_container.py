@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,17 +22,12 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from tests.e2e.harness import ROOT, GatewayProcess, T, free_port
-
-SCHEMA_PATH = Path("shared", "schemas", "compose-spec.json")
+from tests.ship.shared import shared_file
 
 
 def _compose_schema() -> dict[str, Any]:
-    """The shared dir beside the checkout (CI: ../shared) or beside one of its parents (worktrees)."""
-    for parent in ROOT.parents:
-        if (parent / SCHEMA_PATH).is_file():
-            schema: dict[str, Any] = json.loads((parent / SCHEMA_PATH).read_text())
-            return schema
-    pytest.fail(f"no {SCHEMA_PATH} beside {ROOT} or its parents (CI lays shared/ beside the clone)")
+    schema: dict[str, Any] = json.loads(shared_file("schemas", "compose-spec.json").read_text())
+    return schema
 
 
 @pytest.fixture(scope="module")
