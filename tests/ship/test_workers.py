@@ -16,11 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import websockets
 
 from tests.e2e.harness import ROOT, Client, GatewayProcess, T, free_port, joined, wait_until
+from tornado_gw.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -167,3 +169,14 @@ def test_more_than_one_worker_without_redis_is_refused_with_one_line_and_exit_2(
     assert done.stderr.splitlines() == [
         "tornado_gw: invalid setting workers: more than one worker needs redis_host (REDIS_HOST) to share "
         "clients' subscriptions, presence and sessions"]
+
+
+def test_workers_is_a_setting_from_1_to_256_and_more_than_one_needs_redis(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no config/gateway.yaml
+    assert load_settings({}, {}, None).workers == 1
+    assert load_settings({}, {"WSGATEWAY_WORKERS": "4", "REDIS_HOST": "redis:6379"}, None).workers == 4
+    with pytest.raises(SettingsError, match="workers: expected an integer from 1 to 256, got '0'"):
+        load_settings({"workers": "0"}, {"REDIS_HOST": "redis:6379"}, None)
+    with pytest.raises(SettingsError, match="workers: more than one worker needs redis_host"):
+        load_settings({"workers": "2"}, {}, None)
