@@ -120,6 +120,7 @@ def test_sigterm_reaches_the_gateway_through_tini_in_exec_form(image: list[dict[
     assert "install --yes --no-install-recommends tini" in run
 
 
+@pytest.mark.e2e
 def test_the_healthcheck_asks_health_and_fails_when_nothing_answers(image: list[dict[str, str]]) -> None:
     options, _, command = _one(image, "HEALTHCHECK").partition("CMD")
     assert "--interval=" in options and "--timeout=" in options
