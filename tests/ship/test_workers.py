@@ -40,8 +40,11 @@ def _workers(supervisor: GatewayProcess) -> list[int]:
         return []
 
 
-def _connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
-    """Established TCP connections on ``port`` held by each of ``pids`` (/proc fds x /proc/net/tcp)."""
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states in /proc/net/tcp
+
+
+def _connections_by_pid(pids: list[int], port: int, state: str = ESTABLISHED) -> dict[int, int]:
+    """TCP sockets on ``port`` in ``state`` held by each of ``pids`` (/proc fds x /proc/net/tcp)."""
     owner: dict[str, int] = {}
     for pid in pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -57,7 +60,7 @@ def _connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
             for row in rows.readlines()[1:]:
                 fields = row.split()
                 local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] == "01" and fields[9] in owner:
+                if local_port == port and fields[3] == state and fields[9] in owner:
                     counts[owner[fields[9]]] += 1
     return counts
 
@@ -71,12 +74,21 @@ def supervised(redis_host: str, redis_prefix: str) -> Iterator[Callable[..., Gat
                                  shutdown_timeout_s=1, **settings)
         started.append(gateway)
         gateway.start()
-        wait_until(lambda: len(_workers(gateway)) == 2, "two workers", timeout=T * 2)
+        _wait_listening(gateway)
         return gateway
 
     yield start
     for gateway in started:
         gateway.stop()
+
+
+def _wait_listening(gateway: GatewayProcess) -> None:
+    """Two workers, each with its own listening socket on the port."""
+    def listening() -> bool:
+        workers = _workers(gateway)
+        counts = _connections_by_pid(workers, gateway.port, LISTEN)
+        return len(workers) == 2 and all(count > 0 for count in counts.values())
+    wait_until(listening, "two workers listening", timeout=T * 2)
 
 
 def _publish(gateway: GatewayProcess, conversation_id: str, n: int) -> None:
@@ -119,8 +131,8 @@ async def test_a_worker_that_dies_is_replaced_and_the_others_keep_their_clients(
     counts = _connections_by_pid(before, gateway.port)
     victim = before[0]
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(_workers(gateway)) == 2 and victim not in _workers(gateway), "a new worker",
-               timeout=T * 2)
+    wait_until(lambda: victim not in _workers(gateway), "the killed worker reaped", timeout=T * 2)
+    _wait_listening(gateway)  # a new one in its place
     alive = [await _answers_ping(client) for client in clients]
     assert sum(alive) == counts[before[1]]  # only the killed worker's clients lost their connection
     survivors = [client for client, up in zip(clients, alive, strict=True) if up]
