@@ -22,7 +22,7 @@ from tornado_gw.logs import configure_logging
 from tornado_gw.settings import DEVELOPMENT_JWT_SECRET, Settings
 from tornado_gw.web.auth import verify_token
 
-PYTHON = "/work/main/.venv/bin/python" if os.path.exists("/work/main/.venv/bin/python") else sys.executable
+PYTHON = sys.executable
 TIMEOUT_S = 30.0 * float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 _OUR_VARIABLES = ("REDIS_", "POSTGRES_DSN", "JWT_SECRET", "LOGGER_", "MODE", "PUBLISH_API_KEY", "WSGATEWAY_")
 
