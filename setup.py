@@ -22,6 +22,8 @@ setup(
         "prometheus-client>=0.20,<1",
     ],
     extras_require={
+        # tornado_gw.client (docs/clients.md): the asyncio client, without the server's dependencies.
+        "client": ["websockets>=13,<18"],
         "test": [
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<1",
@@ -30,6 +32,7 @@ setup(
             "websockets>=13,<18",
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
+            "selenium>=4.20,<5",  # tests/client/test_demo_browser.py drives the Debian chromium
         ],
     },
     entry_points={"console_scripts": ["tornado-gw=tornado_gw.cli:main"]},
