@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -32,16 +32,21 @@ Listener = Callable[[StateChange], None]
 class Client:
     """A gateway connection that reconnects and resumes by itself until ``close()``.
 
+    ``url`` may list several gateways: each connection attempt takes the next one
+    (a drained or dead instance is left for another, where the session resumes).
+
     Read events with ``async for event in client``; watch the connection with
     ``on_state(listener)``. Subscriptions, presence and typing state survive
     reconnects.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, get_token: GetToken | None = None,
-                 settings: Settings | None = None, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, url: str | Sequence[str], *, token: str | None = None,
+                 get_token: GetToken | None = None, settings: Settings | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
         if (token is None) == (get_token is None):
             raise ValueError("pass exactly one of token= or get_token=")
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._attempts = 0
         self.state = ClientState(settings or Settings())
         self._token = token
         self._get_token = get_token
@@ -61,7 +66,7 @@ class Client:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"tornado_gw client {self.url}")
+            self._task = asyncio.create_task(self._run(), name=f"tornado_gw client {self.urls[0]}")
 
     async def wait_open(self, timeout: float) -> None:
         """Until authenticated; raises ``ConnectionError`` if the client stopped or waits for a token."""
@@ -167,10 +172,12 @@ class Client:
     async def _session(self) -> tuple[int, str, bool]:
         """One connection, from connect to close: ``(code, reason, whether it authenticated)``."""
         authenticated = False
+        url = self.urls[self._attempts % len(self.urls)]
+        self._attempts += 1
         try:
             token = await self._current_token()
             interval = self.state.settings.ping_interval_s
-            async with websockets.connect(self.url, max_size=None, ping_interval=interval,
+            async with websockets.connect(url, max_size=None, ping_interval=interval,
                                           ping_timeout=interval, close_timeout=2) as ws:
                 self._ws = ws
                 self.state.opened(token, time.time())
@@ -183,7 +190,7 @@ class Client:
                 return NO_CLOSE_FRAME, "", authenticated
             return exc.rcvd.code, exc.rcvd.reason, authenticated
         except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
-            log.debug("! connect to %s failed: %s", self.url, exc)
+            log.debug("! connect to %s failed: %s", url, exc)
             return NO_CLOSE_FRAME, str(exc), authenticated
         finally:
             self._ws = None
@@ -245,7 +252,7 @@ class Client:
             self._changed.notify_all()
 
 
-async def connect(url: str, *, token: str | None = None, get_token: GetToken | None = None,
+async def connect(url: str | Sequence[str], *, token: str | None = None, get_token: GetToken | None = None,
                   settings: Settings | None = None, on_state: Listener | None = None,
                   timeout: float = 10.0) -> Client:
     """A started client, once authenticated (``timeout`` bounds the first connection).
