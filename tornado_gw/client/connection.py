@@ -24,6 +24,7 @@ from tornado_gw.client.backoff import reconnect_delay_s
 from tornado_gw.client.state import ClientState, Event, Settings, StateChange
 
 log = logging.getLogger(__name__)
+CLOSED_BY_USER = 1000
 NO_CLOSE_FRAME = 1006  # what a browser reports when the TCP connection just went away
 GetToken = Callable[[], Awaitable[str]]
 Listener = Callable[[StateChange], None]
@@ -180,6 +181,8 @@ class Client:
             async with websockets.connect(url, max_size=None, ping_interval=interval,
                                           ping_timeout=interval, close_timeout=2) as ws:
                 self._ws = ws
+                if self.state.phase == "closed":  # close() came during the handshake
+                    return CLOSED_BY_USER, "", False
                 self.state.opened(token, time.time())
                 await self._flush()
                 while True:

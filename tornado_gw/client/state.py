@@ -224,7 +224,7 @@ class ClientState:
         self._events.append(Event(str(kind), payload, seq if isinstance(seq, int) else None))
 
     def _auth_success(self, payload: dict[str, Any], now: float) -> None:
-        if self.phase == "open":  # the answer to a token refresh
+        if self.phase in ("open", "closed"):  # the answer to a token refresh, or too late
             return
         resumed = bool(payload.get("resumed"))
         had_session = self.session_id is not None
