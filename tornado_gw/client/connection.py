@@ -25,6 +25,7 @@ from tornado_gw.client.state import ClientState, Event, Settings, StateChange
 
 log = logging.getLogger(__name__)
 CLOSED_BY_USER = 1000
+RECONNECT_BY_USER = 4000
 NO_CLOSE_FRAME = 1006  # what a browser reports when the TCP connection just went away
 GetToken = Callable[[], Awaitable[str]]
 Listener = Callable[[StateChange], None]
@@ -113,6 +114,11 @@ class Client:
             self.state.refresh(token, time.time())
             self._spawn(self._flush())
         self._new_token.set()
+
+    async def reconnect(self) -> None:
+        """Drop the connection now (as a network failure would) and resume on a new one."""
+        if self._ws is not None:
+            await self._ws.close(RECONNECT_BY_USER, "reconnect")
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Wait until ``predicate()`` holds after some frame or change; ``TimeoutError`` after ``timeout``."""
