@@ -11,6 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["tornado_gw", "tornado_gw.*"]),
+    package_data={"tornado_gw.web": ["demo/*"]},  # the /demo page (development mode)
     install_requires=[
         "tornado>=6.5,<6.7",  # web/ws_handler.py trims per-connection state using 6.5/6.6 internals
         "redis[hiredis]>=5.0,<9",  # hiredis: the C reply parser, ~20 % less CPU per Pub/Sub message
