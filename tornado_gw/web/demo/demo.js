@@ -27,7 +27,7 @@ function showState(change) {
     : change.state === "reload" ? "gap: reload from the API" : change.state;
   $("#state").textContent = text;
   $("#state").className = `state ${change.state}`;
-  item("#log", `${new Date().toLocaleTimeString()} ${text}`);
+  item("#log", `${new Date().toLocaleTimeString()} ${text}`, change.state);
   const open = change.state === "connected" || change.state === "resumed";
   $("#drop").disabled = !open;
 }
@@ -35,8 +35,7 @@ function showState(change) {
 function showMessage(event) {
   const { conversation_id: conversationId, message = {} } = event.payload;
   const li = item("#messages", "");
-  li.dataset.seq = event.seq ?? "";
-  li.dataset.conversation = conversationId;
+  li.title = `seq ${event.seq}`;
   li.innerHTML = '<span class="conversation"></span> <span class="sender"></span>: <span class="content"></span>';
   li.querySelector(".conversation").textContent = `#${conversationId}`;
   li.querySelector(".sender").textContent = message.sender_id ?? "?";
