@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -28,25 +24,10 @@ from tornado_gw.client import Client, Settings
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    assert Path(CHROMEDRIVER).exists(), "no chromedriver: apt-get install -y chromium chromium-driver (.ci/run does)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1200,800"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    yield driver
-    driver.quit()
-
-
-async def until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout: float = 3 * T) -> None:
+async def until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str,
+                timeout: float = 3 * T) -> None:
     """Wait (off the event loop, so the test's own clients keep running) until ``condition``."""
     try:
         await asyncio.to_thread(WebDriverWait(driver, timeout, poll_frequency=0.1).until, condition)
@@ -118,7 +99,8 @@ async def test_demo_page_chats_shows_typing_and_presence_and_survives_a_gateway_
     # The gateway dies; messages are written while it is down; it comes back on the same port.
     gateway.signal(signal.SIGKILL)
     gateway.wait_exit()
-    await until(browser, lambda d: text(d, "#state").startswith(("disconnected", "connecting")), "the page to notice")
+    await until(browser, lambda d: text(d, "#state").startswith(("disconnected", "connecting")),
+                "the page to notice")
     missed = [f"while down {n}" for n in range(3)]
     for content in missed:
         await asyncio.to_thread(emit, cluster, content)
