@@ -10,8 +10,8 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -84,6 +84,24 @@ async def while_writing(written: list[int], count: int) -> None:
     await async_wait_until(lambda: len(written) >= target, f"{count} more events written", 2 * T)
 
 
+@asynccontextmanager
+async def alice_behind_a_proxy(cluster: Cluster,
+                               gateway: GatewayProcess) -> AsyncIterator[tuple[ProxyThread, Recorder]]:
+    """Alice's client, subscribed to c1 and c2, connected through a TCP proxy the test can cut."""
+    with ProxyThread(f"127.0.0.1:{gateway.port}") as proxy:
+        recorder = await alice(cluster, f"ws://{proxy.proxy.address}/ws")
+        yield proxy, recorder
+        await recorder.close()
+
+
+async def outage(proxy: ProxyThread, written: list[int], events: int, at_least_s: float = 0) -> None:
+    """Cut the network while ``events`` more are written (and at least ``at_least_s``), then restore."""
+    proxy.cut()
+    await asyncio.sleep(at_least_s)
+    await while_writing(written, events)
+    proxy.restore()
+
+
 async def resumed(recorder: Recorder) -> None:
     await async_wait_until(lambda: recorder.states()[-1:] == ["resumed"], "the client to resume", 3 * T)
 
@@ -137,19 +155,15 @@ async def test_client_resumes_exactly_after_its_gateway_is_sigkilled_and_restart
 async def test_client_resumes_exactly_after_a_network_cut_while_events_keep_coming(cluster: Cluster) -> None:
     gateway = cluster.gateway()
     cluster.relay()
-    with ProxyThread(f"127.0.0.1:{gateway.port}") as proxy:
-        recorder = await alice(cluster, f"ws://{proxy.proxy.address}/ws")
+    async with alice_behind_a_proxy(cluster, gateway) as (proxy, recorder):
         with writing(cluster) as written:
             await while_writing(written, 20)
-            proxy.cut()
-            await while_writing(written, 30)
-            proxy.restore()
+            await outage(proxy, written, events=30)
             await resumed(recorder)
             await while_writing(written, 20)
         await assert_exactly_once_in_order(recorder, cluster)
         disconnects = [c for c in recorder.changes if c.state == "disconnected"]
         assert disconnects and disconnects[0].code == 1006
-        await recorder.close()
 
 
 async def test_sigterm_drain_moves_the_client_to_the_other_instance_to_resume(cluster: Cluster) -> None:
@@ -190,21 +204,16 @@ async def test_an_outage_past_the_resume_window_recovers_through_subscribe_with_
         cluster: Cluster) -> None:
     gateway = cluster.gateway(resume_window_s=1)
     cluster.relay()
-    with ProxyThread(f"127.0.0.1:{gateway.port}") as proxy:
-        recorder = await alice(cluster, f"ws://{proxy.proxy.address}/ws")
+    async with alice_behind_a_proxy(cluster, gateway) as (proxy, recorder):
         with writing(cluster) as written:
             await while_writing(written, 20)
-            proxy.cut()
-            await asyncio.sleep(2.5)  # the session's resume window (1 s) passes
-            await while_writing(written, 10)
-            proxy.restore()
+            await outage(proxy, written, events=10, at_least_s=2.5)  # the resume window (1 s) passes
             await async_wait_until(lambda: recorder.states().count("connected") == 2,
                                    "a new session after the outage", 3 * T)
             await while_writing(written, 20)
         await assert_exactly_once_in_order(recorder, cluster)
         assert "resumed" not in recorder.states()
         assert any(e.type == "replay.done" and e.payload["recovered"] for e in recorder.events)
-        await recorder.close()
 
 
 async def test_subscriptions_asked_while_disconnected_are_made_on_reconnect(
