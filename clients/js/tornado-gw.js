@@ -396,6 +396,9 @@ export class Client {
   }
 
   async queryPresence(conversationId, timeoutS = 10) {
+    if (!this.state.live.has(conversationId)) {
+      throw new Error(`can't query presence of ${conversationId}: not subscribed on a live connection`);
+    }
     this.state.queryPresence(conversationId);
     this._flush();
     await this.until(() => !this.state.presencePages.has(conversationId), timeoutS);

@@ -216,13 +216,16 @@ async def test_an_outage_past_the_resume_window_recovers_through_subscribe_with_
         assert any(e.type == "replay.done" and e.payload["recovered"] for e in recorder.events)
 
 
-async def test_subscriptions_asked_while_disconnected_are_made_on_reconnect(
+async def test_subscriptions_asked_before_connecting_are_made_and_presence_is_queried(
         start_gateway: Any) -> None:
     gateway: GatewayProcess = start_gateway()
     client = Client(gateway.ws_url, token=token("bob"), settings=FAST)
     await client.subscribe("c7")  # before the first connection: remembered only
     client.start()
     await client.until(lambda: "c7" in client.state.live, T)
+    assert await client.query_presence("c7", timeout=T) == {"bob"}
+    with pytest.raises(ValueError, match="not subscribed"):
+        await client.query_presence("c8")
     status, _ = gateway.http("POST", "/publish", {"channel": "conv:c7", "type": "message.new",
                                                   "payload": {"conversation_id": "c7", "n": 1}})
     assert status == 202

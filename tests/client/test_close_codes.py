@@ -45,10 +45,11 @@ class Closer:
 
 
 @asynccontextmanager
-async def client_of(closer: Closer) -> AsyncIterator[tuple[Client, list[StateChange]]]:
+async def client_of(closer: Closer, **options: Any) -> AsyncIterator[tuple[Client, list[StateChange]]]:
+    """A started client of ``closer`` (``token="first"`` unless ``options`` say otherwise)."""
     async with websockets.serve(closer.handle, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        client = Client(f"ws://127.0.0.1:{port}/ws", token="first", settings=QUICK)
+        client = Client(f"ws://127.0.0.1:{port}/ws", settings=QUICK, **(options or {"token": "first"}))
         changes: list[StateChange] = []
         client.on_state(changes.append)
         client.start()
@@ -90,3 +91,19 @@ async def test_client_reconnects_and_resumes_after_other_codes(code: int) -> Non
         assert closer.auths[1] == {"token": "first", "session_id": "s1"}  # no seq seen yet: no last_seq
         assert client.state.phase != "closed"
         assert [c.code for c in changes if c.state == "disconnected"][:2] == [code, code]
+
+
+async def test_a_failing_get_token_is_retried_with_backoff() -> None:
+    closer = Closer(1001)
+    calls: list[int] = []
+
+    async def get_token() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("token service down")
+        return "fresh"
+
+    async with client_of(closer, get_token=get_token) as (_, changes):
+        await async_wait_until(lambda: len(closer.auths) >= 1, "a connection once get_token works")
+    assert closer.auths[0]["token"] == "fresh"
+    assert changes[1] == StateChange("disconnected", 1006, "get_token failed: token service down")

@@ -94,7 +94,13 @@ class Client:
         await self._flush()
 
     async def query_presence(self, conversation_id: str, timeout: float = 10.0) -> frozenset[str]:
-        """Every online user of a subscribed conversation, page by page (``presence.query``)."""
+        """Every online user of a subscribed conversation, page by page (``presence.query``).
+
+        Raises:
+            ValueError: not subscribed to ``conversation_id`` on a live connection.
+        """
+        if conversation_id not in self.state.live:
+            raise ValueError(f"can't query presence of {conversation_id!r}: not subscribed or offline")
         self.state.query_presence(conversation_id)
         await self._flush()
         await self.until(lambda: conversation_id not in self.state.presence_pages, timeout)
@@ -183,6 +189,10 @@ class Client:
         self._attempts += 1
         try:
             token = await self._current_token()
+        except Exception as exc:  # the user's get_token: retried with backoff like a refused connection
+            log.warning("! get_token failed: %s", exc)
+            return NO_CLOSE_FRAME, f"get_token failed: {exc}", authenticated
+        try:
             interval = self.state.settings.ping_interval_s
             async with websockets.connect(url, max_size=None, ping_interval=interval,
                                           ping_timeout=interval, close_timeout=2) as ws:

@@ -105,5 +105,5 @@ $("#compose").onsubmit = async (e) => {
 // so the page asks for the online list every few seconds.
 setInterval(render, 1000);
 setInterval(() => {
-  if (client?.state.phase === "open") joined.forEach((c) => client.queryPresence(c).then(render, () => {}));
+  client?.state.live.forEach((c) => client.queryPresence(c).then(render, () => {}));
 }, 3000);
