@@ -67,6 +67,7 @@ export class ClientState {
     this.tokenExp = null;
     this.refreshAt = null;
     this.pingAt = null;
+    this.pongDue = null; // a ping went out: something must arrive before this
     this._typingSent = new Map();
     this._frames = [];
     this._events = [];
@@ -109,7 +110,7 @@ export class ClientState {
     this.live.clear();
     this.typingUntil.clear();
     this.presencePages.clear();
-    this.pingAt = this.refreshAt = null;
+    this.pingAt = this.refreshAt = this.pongDue = null;
     if (this.phase === "closed") return "stop";
     this._changes.push({ state: "disconnected", code, reason });
     if (code === AUTH_FAILED) {
@@ -132,7 +133,7 @@ export class ClientState {
   }
 
   deadline() {
-    const times = [this.pingAt, this.refreshAt].filter((t) => t !== null);
+    const times = [this.pingAt, this.refreshAt, this.pongDue].filter((t) => t !== null);
     for (const users of this.typingUntil.values()) times.push(...users.values());
     return times.length ? Math.min(...times) : null;
   }
@@ -142,6 +143,7 @@ export class ClientState {
     if (this.pingAt !== null && now >= this.pingAt && this.phase === "open") {
       this._send("ping", null);
       this.pingAt = now + this.settings.pingIntervalS;
+      this.pongDue = this.pongDue ?? this.pingAt;
     }
     for (const users of this.typingUntil.values()) {
       for (const [userId, until] of users) if (until <= now) users.delete(userId);
@@ -151,6 +153,11 @@ export class ClientState {
       return true;
     }
     return false;
+  }
+
+  /** True when nothing arrived for a ping interval after a ping: the connection is dead. */
+  silent(now) {
+    return this.pongDue !== null && now >= this.pongDue;
   }
 
   subscribe(conversationIds) {
@@ -190,6 +197,7 @@ export class ClientState {
 
   /** One decoded server frame. */
   receive(frame, now) {
+    this.pongDue = null; // any frame proves the connection alive
     const type = String(frame.type);
     const payload = frame.payload && typeof frame.payload === "object" ? frame.payload : {};
     const handler = HANDLERS[type];
@@ -537,6 +545,15 @@ export class Client {
     this._timer = setTimeout(() => {
       if (this.state.tick(seconds())) this._refresh();
       this._flush();
+      if (this.state.silent(seconds()) && this._ws) {
+        // A half-open link: the close handshake would never finish, so do not wait for it.
+        const ws = this._ws;
+        ws.onclose = ws.onmessage = null;
+        ws.close(RECONNECT_BY_USER, "no answer to ping");
+        this._ws = null;
+        this._closed(NO_CLOSE_FRAME, "no answer to ping", true);
+        return;
+      }
       this._schedule();
     }, Math.max(0, deadline - seconds()) * 1000);
   }

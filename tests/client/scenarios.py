@@ -202,6 +202,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         take(frames=[{"type": "ping"}]),
         check(deadline=NOW + 60),
     ]},
+    "a connection silent for a ping interval after a ping is dead": {"settings": {"ping_interval_s": 30},
+                                                                      "steps": [
+        *opened("c1"),
+        call("tick", NOW + 30, expect=False),
+        call("silent", NOW + 59, expect=False),
+        receive("pong", at=NOW + 59),
+        call("silent", NOW + 61, expect=False),
+        call("tick", NOW + 60, expect=False),
+        check(deadline=NOW + 90),
+        call("silent", NOW + 89, expect=False),
+        call("silent", NOW + 90, expect=True),
+    ]},
     "the token is refreshed before exp over the live connection": {"settings": {"refresh_before_s": 30},
                                                                    "steps": [
         call("connecting"), call("opened", jwt(NOW + 8), NOW),  # a short token: refresh at half its life

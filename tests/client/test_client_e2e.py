@@ -7,6 +7,7 @@ per channel, every event in the outbox delivered once, in ``seq`` order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import threading
 import time
@@ -85,11 +86,12 @@ async def while_writing(written: list[int], count: int) -> None:
 
 
 @asynccontextmanager
-async def alice_behind_a_proxy(cluster: Cluster,
-                               gateway: GatewayProcess) -> AsyncIterator[tuple[ProxyThread, Recorder]]:
+async def alice_behind_a_proxy(cluster: Cluster, gateway: GatewayProcess,
+                               **settings: Any) -> AsyncIterator[tuple[ProxyThread, Recorder]]:
     """Alice's client, subscribed to c1 and c2, connected through a TCP proxy the test can cut."""
     with ProxyThread(f"127.0.0.1:{gateway.port}") as proxy:
-        recorder = await alice(cluster, f"ws://{proxy.proxy.address}/ws")
+        url = f"ws://{proxy.proxy.address}/ws"
+        recorder = await alice(cluster, url, dataclasses.replace(FAST, **settings))
         yield proxy, recorder
         await recorder.close()
 
@@ -123,10 +125,10 @@ async def assert_exactly_once_in_order(recorder: Recorder, cluster: Cluster) -> 
                                  f"{len(got) - len(set(got))} duplicates, states {recorder.states()}")
 
 
-async def alice(cluster: Cluster, url: str | list[str], **kwargs: Any) -> Recorder:
+async def alice(cluster: Cluster, url: str | list[str], settings: Settings = FAST, **kwargs: Any) -> Recorder:
     cluster.add_members(("c1", "alice"), ("c2", "alice"))
     kwargs.setdefault("token", token("alice"))
-    client = Client(url, settings=FAST, **kwargs)
+    client = Client(url, settings=settings, **kwargs)
     recorder = Recorder(client)  # before start: it sees every state change
     client.start()
     await client.wait_open(T)
@@ -164,6 +166,20 @@ async def test_client_resumes_exactly_after_a_network_cut_while_events_keep_comi
         await assert_exactly_once_in_order(recorder, cluster)
         disconnects = [c for c in recorder.changes if c.state == "disconnected"]
         assert disconnects and disconnects[0].code == 1006
+
+
+async def test_a_half_open_connection_is_noticed_by_the_ping_and_resumed(cluster: Cluster) -> None:
+    gateway = cluster.gateway()
+    cluster.relay()
+    async with alice_behind_a_proxy(cluster, gateway, ping_interval_s=0.5) as (proxy, recorder):
+        with writing(cluster) as written:
+            await while_writing(written, 20)
+            proxy.blackhole()  # connections stay open, nothing gets through (PITFALLS 2)
+            await async_wait_until(lambda: "disconnected" in recorder.states(), "the client to give up")
+            proxy.restore()
+            await resumed(recorder)
+            await while_writing(written, 20)
+        await assert_exactly_once_in_order(recorder, cluster)
 
 
 async def test_sigterm_drain_moves_the_client_to_the_other_instance_to_resume(cluster: Cluster) -> None:

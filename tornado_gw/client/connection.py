@@ -31,6 +31,10 @@ GetToken = Callable[[], Awaitable[str]]
 Listener = Callable[[StateChange], None]
 
 
+class _Silent(Exception):
+    """Nothing arrived for a ping interval after a ping (``ClientState.silent``)."""
+
+
 class Client:
     """A gateway connection that reconnects and resumes by itself until ``close()``.
 
@@ -204,6 +208,8 @@ class Client:
                 while True:
                     await self._receive(ws)
                     authenticated = authenticated or self.state.phase == "open"
+        except _Silent:
+            return NO_CLOSE_FRAME, "no answer to ping", authenticated
         except websockets.ConnectionClosed as exc:
             if exc.rcvd is None:
                 return NO_CLOSE_FRAME, "", authenticated
@@ -222,6 +228,10 @@ class Client:
         except TimeoutError:
             if self.state.tick(time.time()):
                 self._spawn(self._refresh())
+            if self.state.silent(time.time()):  # a half-open link: give up on it
+                await self._flush()
+                ws.transport.abort()
+                raise _Silent from None
         else:
             try:
                 frame = json.loads(raw)

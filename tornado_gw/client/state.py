@@ -86,6 +86,7 @@ class ClientState:
     token_exp: float | None = None
     refresh_at: float | None = None
     ping_at: float | None = None
+    pong_due: float | None = None  # a ping went out: something must arrive before this
     presence_pages: dict[str, set[str]] = field(default_factory=dict)  # queries under way
     _typing_sent: dict[str, float] = field(default_factory=dict)
     _frames: list[Frame] = field(default_factory=list)
@@ -129,7 +130,7 @@ class ClientState:
         self.live.clear()
         self.typing_until.clear()
         self.presence_pages.clear()
-        self.ping_at = self.refresh_at = None
+        self.ping_at = self.refresh_at = self.pong_due = None
         if self.phase == "closed":
             return "stop"
         self._changes.append(StateChange("disconnected", code, reason))
@@ -150,7 +151,7 @@ class ClientState:
 
     def deadline(self) -> float | None:
         """The earliest time ``tick`` has something to do."""
-        times = [t for t in (self.ping_at, self.refresh_at) if t is not None]
+        times = [t for t in (self.ping_at, self.refresh_at, self.pong_due) if t is not None]
         times += [t for users in self.typing_until.values() for t in users.values()]
         return min(times, default=None)
 
@@ -159,6 +160,7 @@ class ClientState:
         if self.ping_at is not None and now >= self.ping_at and self.phase == "open":
             self._send("ping", None)
             self.ping_at = now + self.settings.ping_interval_s
+            self.pong_due = self.pong_due or self.ping_at
         for users in self.typing_until.values():
             for user_id in [u for u, until in users.items() if until <= now]:
                 del users[user_id]
@@ -166,6 +168,11 @@ class ClientState:
             self.refresh_at = None  # one request per token; ``refresh`` sets the next
             return True
         return False
+
+    def silent(self, now: float) -> bool:
+        """True when nothing arrived for a ping interval after a ping: the connection is
+        dead even if TCP has not noticed (a half-open link); the loop drops it and reconnects."""
+        return self.pong_due is not None and now >= self.pong_due
 
     # --- calls of the user ------------------------------------------------------------
 
@@ -208,6 +215,7 @@ class ClientState:
 
     def receive(self, frame: Frame, now: float) -> None:
         """One decoded server frame."""
+        self.pong_due = None  # any frame proves the connection alive
         kind = frame.get("type")
         payload = frame.get("payload")
         if not isinstance(kind, str) or not isinstance(payload, dict):
