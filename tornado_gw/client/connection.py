@@ -141,7 +141,9 @@ class Client:
         self._new_token.set()
         if self._ws is not None:
             await self._ws.close()
-        if self._task is not None:
+        if self._task is None:
+            self._events.put_nowait(None)  # never started: end the iterator here
+        else:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -16,6 +16,8 @@ Rules kept here (docs/clients.md has the state machine):
 4. Presence is a set per conversation, from ``presence.state`` pages and
    ``presence.diff``; typing users expire ``typing_ttl_s`` after ``typing.start``.
 5. After close 4001 the client waits for a new token; after 4010/4011 it stops.
+6. A ping every ``ping_interval_s``; nothing at all for one more interval after it
+   means a dead link (``silent``), dropped by the loop like a lost connection.
 """
 
 from __future__ import annotations
