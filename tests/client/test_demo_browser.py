@@ -105,7 +105,8 @@ async def test_demo_page_chats_shows_typing_and_presence_and_survives_a_gateway_
     for content in missed:
         await asyncio.to_thread(emit, cluster, content)
     await asyncio.to_thread(gateway.start)
-    await until(browser, lambda d: text(d, "#state") == "resumed", "the page to resume after the restart")
+    await until(browser, lambda d: text(d, "#state") == "resumed", "the page to resume after the restart",
+                timeout=6 * T)  # the page's reconnect delay is up to 5 s
     await until(browser, lambda d: set(missed) <= set(texts(d, "#messages .content")), "the missed messages")
     await asyncio.sleep(1)  # a duplicate would arrive right behind them
     contents = texts(browser, "#messages .content")

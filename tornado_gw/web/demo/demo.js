@@ -68,7 +68,8 @@ $("#login").onsubmit = (e) => {
   client?.close();
   user = $("#user").value;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  client = new Client(`${scheme}://${location.host}/ws`, { getToken: devToken });
+  // A development page: reconnect within 5 s at most, so a restart shows its resume quickly.
+  client = new Client(`${scheme}://${location.host}/ws`, { getToken: devToken, settings: { backoffCapS: 5 } });
   client.onState(showState);
   client.start();
   readEvents(client);
