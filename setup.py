@@ -11,6 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["tornado_gw", "tornado_gw.*"]),
+    package_data={"tornado_gw.web": ["demo/*"]},  # the /demo page (development mode)
     install_requires=[
         "tornado>=6.5,<6.7",  # web/ws_handler.py trims per-connection state using 6.5/6.6 internals
         "redis[hiredis]>=5.0,<9",  # hiredis: the C reply parser, ~20 % less CPU per Pub/Sub message
@@ -22,6 +23,8 @@ setup(
         "prometheus-client>=0.20,<1",
     ],
     extras_require={
+        # tornado_gw.client (docs/clients.md): the asyncio client, without the server's dependencies.
+        "client": ["websockets>=13,<18"],
         "test": [
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<1",
@@ -34,6 +37,7 @@ setup(
             "dockerfile-parse>=2,<3",  # tests/ship: the Dockerfile's instructions
             "honcho>=2,<3",  # make run-all: the Procfile's processes, one prefixed log, one Ctrl-C
             "shiv>=1.0.5,<2",  # make build-ws: bin/wsgateway, one zipapp with the C extensions
+            "selenium>=4.20,<5",  # tests/client/test_demo_browser.py drives the Debian chromium
         ],
         "type": [
             "mypy>=1.10,<3",

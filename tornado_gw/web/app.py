@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tornado.web import Application
 
+from tornado_gw.web.demo_handlers import demo_routes
 from tornado_gw.web.http_handlers import (
     HealthHandler,
     HttpContext,
@@ -17,8 +18,11 @@ from tornado_gw.web.ws_handler import GatewaySocket, SocketContext
 
 def make_app(http: HttpContext, sockets: SocketContext) -> Application:
     settings = http.settings
+    # /demo and its development tokens exist in development mode only (404 in production).
+    demo = demo_routes(settings) if settings.mode == "development" else []
     return Application(
         [
+            *demo,
             (r"/", RootHandler, {"context": http}),
             (r"/health", HealthHandler, {"context": http}),
             (r"/ready", ReadyHandler, {"context": http}),
