@@ -89,6 +89,9 @@ class World:
             elif isinstance(effect, fx.Deliver):
                 for conn_id in effect.conn_ids:
                     self._receive(conn_id, effect.data)
+            elif isinstance(effect, fx.SendReplay):
+                for data in effect.frames:
+                    self._receive(effect.conn_id, data)
             elif isinstance(effect, fx.CloseConnection):
                 self.closed.setdefault(effect.conn_id, int(effect.code))
                 self.loop.append(c.Disconnect(effect.conn_id, self.now))

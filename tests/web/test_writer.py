@@ -7,6 +7,7 @@ Tornado clients connect over loopback and read what arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 from collections.abc import AsyncIterator
@@ -135,6 +136,30 @@ def test_a_client_that_stops_reading_is_reported_as_a_slow_consumer() -> None:
             report = r.submitted[0]
             assert isinstance(report, CloseRequested)
             assert (report.conn_id, report.code) == (slow, CloseCode.SLOW_CONSUMER)
+            stalled.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_socket_whose_kernel_buffer_is_full_does_not_stop_the_rest_of_the_batch() -> None:
+    async def scenario() -> None:
+        async with rig(outbound_buffer_bytes=16 * 1024) as r:
+            stalled = await raw_client(r.port)
+            full = await asyncio.wait_for(r.opened.get(), 5)
+            healthy, ws = await r.client()
+            socket_handler = r.registry.sockets[full]
+            assert socket_handler.ws_connection is not None
+            kernel = socket_handler.ws_connection.stream.socket
+            with contextlib.suppress(BlockingIOError):  # fill the kernel's buffers, nothing queued
+                for _ in range(10_000):
+                    kernel.send(b"\0" * 65_536)
+            # One loop iteration: the full socket's send raises BlockingIOError, its frame
+            # goes over the cap; the other socket's frame must still go out.
+            r.registry.send(full, b'{"pad":"' + b"x" * 20_000 + b'"}')
+            r.registry.send(healthy, b'{"n":1}')
+            assert await messages(ws, 1) == ['{"n":1}']
+            assert [(cmd.conn_id, cmd.code) for cmd in r.submitted
+                    if isinstance(cmd, CloseRequested)] == [(full, CloseCode.SLOW_CONSUMER)]
             stalled.close()
 
     asyncio.run(scenario())

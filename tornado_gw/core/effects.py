@@ -37,6 +37,15 @@ class Deliver:
 
 
 @dataclass(frozen=True, slots=True)
+class SendReplay:
+    """Encoded events for one connection, written at the pace it reads them
+    (CONTRACT §4 v2: a replay never trips the outbound cap by itself)."""
+
+    conn_id: ConnId
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     conn_id: ConnId
     code: CloseCode
@@ -157,7 +166,7 @@ class LoadGap:
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
 Effect = (
-    SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
+    SendFrame | Deliver | SendReplay | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap

@@ -121,7 +121,8 @@ def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, .
         return
     buffered, op.buffer = op.buffer, []
     ordered, count = merge_replay(events or (), buffered, conn.delivered)
-    _send_ordered(conn, ordered, out)
+    if ordered:
+        out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))
     out.append(fx.SendFrame(conn.conn_id, frames.replay_done(count, events is not None)))
     finish(state, conn, out)
 

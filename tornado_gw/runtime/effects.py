@@ -42,6 +42,8 @@ class Transport(Protocol):
 
     def send_many(self, conn_ids: Sequence[str], data: bytes) -> None: ...
 
+    def send_paced(self, conn_id: str, payloads: Sequence[bytes]) -> None: ...
+
     def close(self, conn_id: str, code: int, reason: str) -> None: ...
 
 
@@ -87,6 +89,9 @@ class EffectRunner:
             elif isinstance(effect, fx.SendFrame):
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
                 metrics.FRAMES_OUT.labels(effect.frame["type"]).inc()
+            elif isinstance(effect, fx.SendReplay):
+                self._transport.send_paced(effect.conn_id, effect.frames)
+                metrics.FRAMES_OUT.labels("replay").inc(len(effect.frames))
             elif isinstance(effect, fx.CloseConnection):
                 self._transport.close(effect.conn_id, int(effect.code), effect.reason)
             elif isinstance(effect, fx.SubscribeChannel):
