@@ -26,7 +26,6 @@ from tornado_gw.core.state import Gateway, Limits
 from tornado_gw.ports import LoggedEvent
 
 T0 = 1_000.0
-GAP_FILL_LIMIT = 100_000  # as runtime/effects.py
 
 
 def _now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -150,12 +149,11 @@ class World:
                        if self.members is None or cid in self.members.get(effect.user_id, ())}
             self.submit(c.MembershipChecked(effect.conn_id, frozenset(allowed), self.now))
         elif isinstance(effect, fx.LoadGap):
-            since = dict(effect.after)
-            events = self.read_after(list(since), min(since.values()), GAP_FILL_LIMIT)
+            # One page: paging through a large gap is the runtime's (tests/runtime).
+            events = self.read_after(effect.channels, effect.after_seq, len(self.log))
             messages = None if events is None else tuple(
-                c.BrokerMessage(e.channel, e.data, json.loads(e.data), self.now)
-                for e in events if e.seq > since[e.channel])
-            self.submit(c.GapLoaded(messages, self.now))
+                c.BrokerMessage(e.channel, e.data, json.loads(e.data), self.now) for e in events)
+            self.submit(c.GapLoaded(effect.channels, messages, True, self.now))
 
     def advance(self, seconds: float) -> list[fx.Effect]:
         """Let time pass, as the clock would: one ``Tick``, then everything it started."""

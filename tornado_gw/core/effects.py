@@ -158,9 +158,13 @@ class LoadReplay:
 
 @dataclass(frozen=True, slots=True)
 class LoadGap:
-    """Read back what the broker lost: per channel, events after the last seen seq."""
+    """Read back what the broker lost on ``channels``: every event after ``after_seq``,
+    where the gateway's stream stopped (the highest seq it had received from any
+    channel; the relay publishes in seq order over one subscriber connection, so every
+    channel had everything up to it). Answered in pages, the last one marked."""
 
-    after: tuple[tuple[str, int], ...]
+    channels: tuple[str, ...]
+    after_seq: int
 
 
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
