@@ -30,7 +30,7 @@ def lanes(store: Store, depth: int = 10, max_lanes: int = 10, deadline_s: float 
     def merge(queued: str, new: str) -> str | None:
         return new if queued.startswith("refresh") and new.startswith("refresh") else None
 
-    return Lanes(store.run, store.fail, merge, depth, max_lanes, deadline_s)
+    return Lanes(store.run, store.fail, merge, depth, max_lanes, deadline_s, running=4)
 
 
 async def test_writes_of_one_key_run_in_order_and_a_stuck_key_holds_up_only_itself() -> None:

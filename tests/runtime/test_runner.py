@@ -8,9 +8,11 @@ import asyncio
 import pytest
 
 from tests.runtime.rig import Fail, Hang, Runtime
+from tornado_gw.adapters.memory import MemorySessions
 from tornado_gw.core import commands as c
 from tornado_gw.core import operations
 from tornado_gw.core.state import Limits
+from tornado_gw.ports import SessionSnapshot
 from tornado_gw.runtime import effects
 from tornado_gw.runtime.clock import now
 
@@ -149,3 +151,30 @@ async def test_writes_that_fail_are_reported_and_the_runtime_keeps_serving() -> 
         await rt.wait_for(a, "message.new")
         assert rt.seqs(a) == [seq]
         await asyncio.wait_for(rt.runner.stop(1.0), 2.0)
+
+
+class CountingSessions(MemorySessions):
+    """The in-process sessions with a round trip, counting loads in progress at once
+    (a Redis client's pool refuses connections past its size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loading = self.most = 0
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        self.loading += 1
+        self.most = max(self.most, self.loading)
+        await asyncio.sleep(0.01)
+        self.loading -= 1
+        return await super().load(session_id)
+
+
+async def test_a_resume_storm_keeps_each_store_within_its_share_of_connections() -> None:
+    sessions = CountingSessions()
+    async with Runtime(sessions=sessions) as rt:
+        conns = [rt.connect() for _ in range(200)]
+        for n, conn_id in enumerate(conns):
+            rt.auth(conn_id, f"u{n}", session_id=f"gone-{n}")
+        await rt.wait_for(conns[-1], "auth.success", timeout_s=3.0)
+        await asyncio.gather(*(rt.wait_for(conn_id, "auth.success") for conn_id in conns))
+        assert 1 < sessions.most <= effects.READS_PER_STORE

@@ -9,7 +9,7 @@ Three kinds of work, none of which can stall another:
   and each write has a deadline; refreshes that pile up merge and go in chunks.
 - **Reads** (session loads, presence queries, membership, replays, gap fills) run
   concurrently, off the ordered lanes, each within ``READ_DEADLINE_S``; at most
-  ``MAX_READS`` at once.
+  ``MAX_READS`` waiting and ``READS_PER_STORE`` in each store at once.
 
 Whatever fails, is late or finds its lane full comes back to the reducer as
 ``EffectFailed``, which answers what waited for it, so every request gets a
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 READ_DEADLINE_S = 4.0  # a read answers within this, or the reducer hears it failed
 WRITE_DEADLINE_S = 10.0
 MAX_READS = 10_000  # reads in flight; past this a read fails at once
+READS_PER_STORE = 32  # reads in one store at once (its client's pool is finite: redis-py refuses past 100)
+WRITES_AT_ONCE = 32  # writes in the stores at once, over all lanes
 LANE_DEPTH = 1_000  # writes queued per lane
 MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
@@ -87,8 +89,10 @@ class EffectRunner:
         self._decode = decode
         self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing, submit)
         self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
-                                           WRITE_DEADLINE_S)
+                                           WRITE_DEADLINE_S, WRITES_AT_ONCE)
         self._reads: set[asyncio.Task[None]] = set()
+        self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
+                            for kind in ("sessions", "presence", "membership", "log")}
 
     def start(self) -> None:
         """Nothing to start: lanes and reads run as tasks of the running loop when needed."""
@@ -154,13 +158,17 @@ class EffectRunner:
             await fill_gap(self._adapters.log, effect, self._decode, self._submit, READ_DEADLINE_S)
             return
         try:
-            answer = await asyncio.wait_for(self._answer(effect), READ_DEADLINE_S)
+            answer = await asyncio.wait_for(self._in_turn(effect), READ_DEADLINE_S)
         except asyncio.TimeoutError:
             self._failed(effect, f"no answer within {READ_DEADLINE_S:g} s")
         except Exception as exc:  # a dependency failed: the reducer answers for it
             self._failed(effect, str(exc) or type(exc).__name__)
         else:
             self._submit(answer)
+
+    async def _in_turn(self, effect: Read) -> c.Command:
+        async with self._read_turns[_STORE_OF[type(effect)]]:
+            return await self._answer(effect)
 
     async def _answer(self, effect: Read) -> c.Command:
         a = self._adapters
@@ -180,6 +188,10 @@ class EffectRunner:
             return c.ReplayLoaded(effect.conn_id, None, now())
         metrics.REPLAYED.inc(len(events))
         return c.ReplayLoaded(effect.conn_id, tuple(events), now())
+
+
+_STORE_OF = {fx.LoadSession: "sessions", fx.QueryPresence: "presence", fx.CheckMembership: "membership",
+             fx.LoadReplay: "log"}
 
 
 def _lane_of(effect: Write) -> Hashable:

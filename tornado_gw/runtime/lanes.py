@@ -6,7 +6,9 @@ do not wait for each other, so a hung key stalls only itself. Each lane holds
 at most ``depth`` writes and at most ``max_lanes`` lanes exist at once: past
 either bound a write is refused at once, and every write that fails, is late
 (past ``deadline_s``) or is refused is handed to ``failed`` (the runner reports
-it to the reducer as a command). A write that can be merged into the one
+it to the reducer as a command). At most ``running`` writes are in the store at
+once (a client's connection pool is finite: redis-py's refuses past 100); the
+deadline counts the wait for a turn too. A write that can be merged into the one
 queued just before it (``merge``) takes its place instead of queueing behind
 it: repeated refreshes cost one store call, not one each.
 """
@@ -25,13 +27,15 @@ W = TypeVar("W")
 
 class Lanes(Generic[W]):
     def __init__(self, run: Callable[[W], Awaitable[None]], failed: Callable[[W, str], None],
-                 merge: Callable[[W, W], W | None], depth: int, max_lanes: int, deadline_s: float) -> None:
+                 merge: Callable[[W, W], W | None], depth: int, max_lanes: int, deadline_s: float,
+                 running: int) -> None:
         self._run = run
         self._failed = failed
         self._merge = merge
         self._depth = depth
         self._max_lanes = max_lanes
         self._deadline_s = deadline_s
+        self._turns = asyncio.Semaphore(running)
         self._lanes: dict[Hashable, deque[W]] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -75,12 +79,16 @@ class Lanes(Generic[W]):
         for task in list(self._workers):
             task.cancel()
 
+    async def _in_turn(self, write: W) -> None:
+        async with self._turns:
+            await self._run(write)
+
     async def _work(self, key: Hashable, lane: deque[W]) -> None:
         try:
             while lane:
                 write = lane[0]
                 try:
-                    await asyncio.wait_for(self._run(write), self._deadline_s)
+                    await asyncio.wait_for(self._in_turn(write), self._deadline_s)
                 except asyncio.TimeoutError:
                     self._failed(write, f"no answer within {self._deadline_s:g} s")
                 except Exception as exc:  # a dependency failed: report, keep serving
