@@ -32,12 +32,11 @@ from tornado_gw.ports import (
     EventLog,
     Membership,
     PresenceStore,
-    ReplayGap,
     SessionSnapshot,
     SessionStore,
     TypingStore,
 )
-from tornado_gw.runtime import presence_writes
+from tornado_gw.runtime import presence_writes, reads
 from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.gap_fill import fill_gap
 from tornado_gw.runtime.lanes import Lanes
@@ -53,7 +52,7 @@ MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
 
 Write = fx.Publish | fx.SaveSession | presence_writes.PresenceWrite
-Read = fx.LoadSession | fx.QueryPresence | fx.CheckMembership | fx.LoadReplay | fx.LoadGap
+Read = reads.Read | fx.LoadGap
 READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
 
@@ -166,32 +165,9 @@ class EffectRunner:
         else:
             self._submit(answer)
 
-    async def _in_turn(self, effect: Read) -> c.Command:
-        async with self._read_turns[_STORE_OF[type(effect)]]:
-            return await self._answer(effect)
-
-    async def _answer(self, effect: Read) -> c.Command:
-        a = self._adapters
-        if isinstance(effect, fx.LoadSession):
-            return c.SessionLoaded(effect.conn_id, await a.sessions.load(effect.session_id), now())
-        if isinstance(effect, fx.QueryPresence):
-            users = await a.presence.online(effect.conversation_id, effect.at)
-            return c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), now())
-        if isinstance(effect, fx.CheckMembership):
-            allowed = await a.membership.allowed(effect.user_id, effect.conversation_ids)
-            return c.MembershipChecked(effect.conn_id, frozenset(allowed), now())
-        assert isinstance(effect, fx.LoadReplay)
-        try:
-            events = await a.log.read_after(effect.channels, effect.after_seq, effect.limit)
-        except ReplayGap as exc:  # an answer, not a failure: recovered false
-            log.info("= replay not recoverable: %s", exc)
-            return c.ReplayLoaded(effect.conn_id, None, now())
-        metrics.REPLAYED.inc(len(events))
-        return c.ReplayLoaded(effect.conn_id, tuple(events), now())
-
-
-_STORE_OF = {fx.LoadSession: "sessions", fx.QueryPresence: "presence", fx.CheckMembership: "membership",
-             fx.LoadReplay: "log"}
+    async def _in_turn(self, effect: reads.Read) -> c.Command:
+        async with self._read_turns[reads.STORE_OF[type(effect)]]:
+            return await reads.answer(self._adapters, effect)
 
 
 def _lane_of(effect: Write) -> Hashable:

@@ -47,35 +47,36 @@ def chunks(items: Sequence[T]) -> list[Sequence[T]]:
 
 
 class PresenceWriter:
-    def __init__(self, presence: PresenceStore, typing: TypingStore,
-                 announce: Callable[[c.Command], None]) -> None:
+    def __init__(self, presence: PresenceStore, typing: TypingStore, announce: Callable[[c.Command], None],
+                 clock: Callable[[], float] = now) -> None:
         self._presence = presence
         self._typing = typing
         self._announce = announce
+        self._clock = clock
 
     async def run(self, effect: PresenceWrite) -> None:
-        p, t, announce = self._presence, self._typing, self._announce
+        p, t, announce, clock = self._presence, self._typing, self._announce, self._clock
         if isinstance(effect, fx.JoinPresence):
             if await p.join(effect.conversation_id, effect.user_id, effect.session_id, effect.expires_at):
-                announce(c.PresenceChanged(effect.conversation_id, effect.user_id, True, now()))
+                announce(c.PresenceChanged(effect.conversation_id, effect.user_id, True, clock()))
         elif isinstance(effect, fx.LeavePresence):
             if await p.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at):
-                announce(c.PresenceChanged(effect.conversation_id, effect.user_id, False, now()))
+                announce(c.PresenceChanged(effect.conversation_id, effect.user_id, False, clock()))
         elif isinstance(effect, fx.RejoinPresence):
             for part in chunks(effect.entries):
                 for cid, uid in await p.rejoin(part, effect.expires_at):
-                    announce(c.PresenceChanged(cid, uid, True, now()))
+                    announce(c.PresenceChanged(cid, uid, True, clock()))
         elif isinstance(effect, fx.RefreshPresence):
             for part in chunks(effect.entries):
                 await p.refresh(part, effect.expires_at)
         elif isinstance(effect, fx.StartTyping):
             if await t.start(effect.conversation_id, effect.user_id, effect.expires_at):
-                announce(c.TypingChanged(effect.conversation_id, effect.user_id, True, now()))
+                announce(c.TypingChanged(effect.conversation_id, effect.user_id, True, clock()))
         elif isinstance(effect, fx.StopTyping):
             if await t.stop(effect.conversation_id, effect.user_id):
-                announce(c.TypingChanged(effect.conversation_id, effect.user_id, False, now()))
+                announce(c.TypingChanged(effect.conversation_id, effect.user_id, False, clock()))
         else:
             for cid, uid in await p.expire(effect.at):
-                announce(c.PresenceChanged(cid, uid, False, now()))
+                announce(c.PresenceChanged(cid, uid, False, clock()))
             for cid, uid in await t.expire(effect.at):
-                announce(c.TypingChanged(cid, uid, False, now()))
+                announce(c.TypingChanged(cid, uid, False, clock()))
