@@ -16,14 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from tornado_gw.adapters.memory import (
-    AllowAllMembership,
-    MemoryBroker,
-    MemoryLog,
-    MemoryPresence,
-    MemorySessions,
-    MemoryTyping,
-)
+from tornado_gw.adapters import memory
 from tornado_gw.core import commands as c
 from tornado_gw.core.state import Gateway, Limits
 from tornado_gw.runtime.clock import now
@@ -58,7 +51,7 @@ class Sockets:
         self.closed.setdefault(conn_id, code)
 
 
-class LossyBroker(MemoryBroker):
+class LossyBroker(memory.MemoryBroker):
     """The in-process broker with a network in front of it that can fail: while down,
     what is published is lost and the sink is told, as the Redis broker does."""
 
@@ -86,9 +79,9 @@ class Runtime:
 
     def __init__(self, limits: Limits | None = None, log_events: int = 1_000_000, **adapters: Any) -> None:
         self.broker = LossyBroker()
-        self.log = MemoryLog(self.broker, log_events)  # publishes; the runtime reads ``adapters.log``
-        base = Adapters(self.broker, self.log, MemorySessions(), MemoryPresence(), MemoryTyping(),
-                        AllowAllMembership())
+        self.log = memory.MemoryLog(self.broker, log_events)  # publishes; the runtime reads ``adapters.log``
+        base = Adapters(self.broker, self.log, memory.MemorySessions(), memory.MemoryPresence(),
+                        memory.MemoryTyping(), memory.AllowAllMembership())
         self.adapters = replace(base, **adapters)
         self.dispatcher = Dispatcher(Gateway(limits or Limits()))
         self.sockets = Sockets()
