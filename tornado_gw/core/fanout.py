@@ -182,7 +182,7 @@ _REASONS = {
 
 def _refresh(state: Gateway, at: float, out: Effects) -> None:
     """Live sessions push their presence and snapshots forward (PITFALLS 10)."""
-    entries = []
+    entries: list[tuple[str, str, str]] = []
     snapshots = []
     for conn in state.connections.values():
         if conn.phase is not Phase.AUTHENTICATED or conn.presence_id is None or conn.op is not None:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketProtocol
 
 from tornado_gw.core.commands import CloseRequested, Command
@@ -94,7 +94,7 @@ class SocketRegistry:
     def add(self, conn_id: str, socket: GatewaySocket) -> None:
         self.sockets[conn_id] = socket
         protocol = socket.ws_connection
-        if protocol is not None:
+        if protocol is not None and protocol.stream is not None:
             protocol.stream.max_write_buffer_size = self._limit
             self._protocols[conn_id] = protocol
 
@@ -129,7 +129,8 @@ class SocketRegistry:
         socket = self.sockets.get(conn_id)
         if socket is None or socket.ws_connection is None:
             return
-        socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
+        if socket.ws_connection.stream is not None:
+            socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
         socket.close(code, reason)
 
     def _enqueue(self, conn_ids: Sequence[str], frame: bytes) -> None:
@@ -162,11 +163,8 @@ class SocketRegistry:
             if paced.live_bytes > self._limit:
                 self._slow_consumer(conn_id)
             return
-        protocol = self._protocols.get(conn_id)
-        if protocol is None or protocol.server_terminated:
-            return
-        stream = protocol.stream
-        if stream.closed():  # its socket is gone (None) until on_close runs
+        stream = self._open_stream(conn_id)
+        if stream is None:
             return
         try:
             if not stream.writing():
@@ -186,6 +184,16 @@ class SocketRegistry:
         except (StreamClosedError, OSError):
             pass  # the stream notices the broken socket; on_close submits Disconnect
 
+    def _open_stream(self, conn_id: str) -> IOStream | None:
+        """The connection's stream while frames can still be written to it."""
+        protocol = self._protocols.get(conn_id)
+        if protocol is None or protocol.server_terminated:
+            return None
+        stream = protocol.stream
+        if stream is None or stream.closed():  # its socket is gone (None) until on_close runs
+            return None
+        return stream
+
     def _slow_consumer(self, conn_id: str) -> None:
         log.info("! slow consumer closed", extra={"conn_id": conn_id})
         self._paced.pop(conn_id, None)
@@ -194,16 +202,12 @@ class SocketRegistry:
     def _pump(self, conn_id: str) -> None:
         """Hand the stream the next chunk of a paced replay once it has written the last."""
         paced = self._paced.get(conn_id)
-        protocol = self._protocols.get(conn_id)
         if paced is None:
             return
-        if protocol is None or protocol.server_terminated or protocol.stream.closed():
+        stream = self._open_stream(conn_id)
+        if stream is None or not paced.frames:  # gone, or done: frames go straight to the stream
             del self._paced[conn_id]
             return
-        if not paced.frames:
-            del self._paced[conn_id]  # from here on frames go straight to the stream
-            return
-        stream = protocol.stream
         chunk = paced.take(PACE_CHUNK_BYTES)
         stream.max_write_buffer_size = None  # the chunk is exempt; the stream is empty anyway
         try:
