@@ -22,6 +22,7 @@ FAST_DEADLINE_S = 0.2
 @pytest.fixture(autouse=True)
 def fast_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(effects, "READ_DEADLINE_S", FAST_DEADLINE_S)
+    monkeypatch.setattr(effects, "REPLAY_DEADLINE_S", FAST_DEADLINE_S)
     monkeypatch.setattr(effects, "WRITE_DEADLINE_S", FAST_DEADLINE_S)
     monkeypatch.setattr(operations, "OP_DEADLINE_S", FAST_DEADLINE_S)
 

@@ -8,7 +8,7 @@ Three kinds of work, none of which can stall another:
   snapshots, and the lanes of ``runtime/presence_writes.py``. Each lane is bounded
   and each write has a deadline; refreshes that pile up merge and go in chunks.
 - **Reads** (session loads, presence queries, membership, replays, gap fills) run
-  concurrently, off the ordered lanes, each within ``READ_DEADLINE_S``; at most
+  concurrently, off the ordered lanes, each within its deadline; at most
   ``MAX_READS`` waiting and ``READS_PER_STORE`` in each store at once.
 
 Whatever fails, is late or finds its lane full comes back to the reducer as
@@ -42,9 +42,10 @@ from tornado_gw.runtime.gap_fill import fill_gap
 from tornado_gw.runtime.lanes import Lanes
 
 log = logging.getLogger(__name__)
-READ_DEADLINE_S = 4.0  # a read answers within this, or the reducer hears it failed
+READ_DEADLINE_S = 4.0  # a read an operation's reply waits for answers within this, or it failed
+REPLAY_DEADLINE_S = 10.0  # a replay or gap page (they follow the reply; a storm queues them)
 WRITE_DEADLINE_S = 10.0
-MAX_READS = 10_000  # reads in flight; past this a read fails at once
+MAX_READS = 20_000  # reads in flight (a resume storm has two per client); past this a read fails at once
 READS_PER_STORE = 32  # reads in one store at once (its client's pool is finite: redis-py refuses past 100)
 WRITES_AT_ONCE = 32  # writes in the stores at once, over all lanes
 LANE_DEPTH = 1_000  # writes queued per lane
@@ -154,12 +155,13 @@ class EffectRunner:
 
     async def _bounded_read(self, effect: Read) -> None:
         if isinstance(effect, fx.LoadGap):  # pages, each read bounded; answers every outcome itself
-            await fill_gap(self._adapters.log, effect, self._decode, self._submit, READ_DEADLINE_S)
+            await fill_gap(self._adapters.log, effect, self._decode, self._submit, REPLAY_DEADLINE_S)
             return
+        deadline_s = REPLAY_DEADLINE_S if isinstance(effect, fx.LoadReplay) else READ_DEADLINE_S
         try:
-            answer = await asyncio.wait_for(self._in_turn(effect), READ_DEADLINE_S)
+            answer = await asyncio.wait_for(self._in_turn(effect), deadline_s)
         except asyncio.TimeoutError:
-            self._failed(effect, f"no answer within {READ_DEADLINE_S:g} s")
+            self._failed(effect, f"no answer within {deadline_s:g} s")
         except Exception as exc:  # a dependency failed: the reducer answers for it
             self._failed(effect, str(exc) or type(exc).__name__)
         else:
