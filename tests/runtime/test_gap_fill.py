@@ -3,9 +3,12 @@ stopped, page by page; a gap it cannot fill is announced (issue 9 item 1)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from tests.runtime.rig import Fail, Runtime
+from tornado_gw.ports import LoggedEvent
 from tornado_gw.runtime import gap_fill
 
 PAGE = 50
@@ -66,3 +69,28 @@ async def test_a_log_that_fails_during_the_gap_fill_is_announced() -> None:
         live = await rt.publish("c1")
         await rt.wait_for(a, "message.new")
         assert rt.seqs(a) == [live]
+
+
+async def test_a_long_gap_on_quiet_channels_is_read_in_few_widening_windows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Runtime() as rt:
+        reads: list[tuple[int, int | None]] = []
+        read_after = rt.log.read_after
+
+        async def counted(channels: Sequence[str], after_seq: int, limit: int,
+                          until_seq: int | None = None) -> list[LoggedEvent]:
+            reads.append((after_seq, until_seq))
+            return await read_after(channels, after_seq, limit, until_seq)
+
+        monkeypatch.setattr(rt.log, "read_after", counted)
+        a = await joined(rt, "quiet")
+        rt.broker.outage(True)
+        lost = [await rt.publish("quiet")]
+        for n in range(40 * PAGE):  # elsewhere: seqs this gateway has no subscriber for
+            await rt.publish("elsewhere", n)
+        lost.append(await rt.publish("quiet"))
+        rt.broker.outage(False)
+        await rt.wait_for(a, "message.new", 2)
+        assert rt.seqs(a) == lost
+        assert len(reads) <= 5, reads  # 50, 200, 800, then the rest: not 40 pages
+        assert [until for _, until in reads][-1] == lost[-1]
