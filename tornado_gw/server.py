@@ -64,7 +64,6 @@ class GatewayServer:
 
     async def start(self) -> None:
         settings = self.settings
-        self.runner.start()
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,

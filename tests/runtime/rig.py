@@ -91,7 +91,6 @@ class Runtime:
         self.feed = BrokerFeed(self.dispatcher.submit, codec.decode_or_none)
 
     async def __aenter__(self) -> Runtime:
-        self.runner.start()
         await self.broker.start(self.feed)
         self.submit(c.LogHeadKnown(await self.log.head_seq(), now()))
         return self

@@ -94,9 +94,6 @@ class EffectRunner:
         self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
                             for kind in ("sessions", "presence", "membership", "log")}
 
-    def start(self) -> None:
-        """Nothing to start: lanes and reads run as tasks of the running loop when needed."""
-
     async def stop(self, timeout_s: float) -> None:
         """Finish the queued writes (sessions saved on shutdown), then stop."""
         try:
