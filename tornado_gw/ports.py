@@ -74,10 +74,11 @@ class DependencyUnavailable(Exception):
 class EventLog(Protocol):
     """The replay source: the Postgres outbox, or the in-process bounded log."""
 
-    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
-        """Every event with ``seq > after_seq`` on any of ``channels``, in ``seq``
-        order. Raises ``ReplayGap`` when that is more than ``limit`` events or
-        cannot be known completely."""
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int,
+                         until_seq: int | None = None) -> list[LoggedEvent]:
+        """Every event with ``seq > after_seq`` (and ``<= until_seq`` when given) on any
+        of ``channels``, in ``seq`` order. Raises ``ReplayGap`` when that is more than
+        ``limit`` events or cannot be known completely."""
 
     async def head_seq(self) -> int:
         """The highest seq in the log (0 when empty): where an instance that has

@@ -40,9 +40,12 @@ LOG_HEAD_TIMEOUT_S = 5.0
 
 
 def limits_from(settings: Settings) -> Limits:
-    """The core's limits carry the settings' names; only ``check_membership`` is derived."""
-    shared = {f.name: getattr(settings, f.name) for f in fields(Limits) if f.name != "check_membership"}
-    return Limits(**shared, check_membership=settings.authorization == "members")
+    """The core's limits carry the settings' names; ``check_membership`` and ``durable_log``
+    are derived (the embedded log and Postgres can fill a broker gap; Redis alone cannot)."""
+    derived = {"check_membership": settings.authorization == "members",
+               "durable_log": settings.postgres_dsn is not None or settings.redis_host is None}
+    shared = {f.name: getattr(settings, f.name) for f in fields(Limits) if f.name not in derived}
+    return Limits(**shared, **derived)
 
 
 class GatewayServer:
@@ -61,7 +64,6 @@ class GatewayServer:
 
     async def start(self) -> None:
         settings = self.settings
-        self.runner.start()
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,

@@ -82,6 +82,17 @@ def test_read_after_returns_the_channels_events_after_the_seq_in_seq_order(pg_se
     run(scenario())
 
 
+def test_read_after_until_a_seq_stops_there_and_counts_only_that_window(pg_settings: Settings) -> None:
+    numbered(pg_settings, [(seq, "conv:1", {"n": seq}) for seq in range(1, 9)])
+
+    async def scenario() -> None:
+        async with opened(pg_settings) as pg:
+            assert [e.seq for e in await pg.log.read_after(["conv:1"], 2, 3, until_seq=5)] == [3, 4, 5]
+            assert await pg.log.read_after(["conv:1"], 5, 3, until_seq=5) == []
+
+    run(scenario())
+
+
 def test_read_after_more_than_the_limit_is_a_replay_gap(pg_settings: Settings) -> None:
     numbered(pg_settings, [(seq, "conv:1", {"n": seq}) for seq in range(1, 5)])
 

@@ -368,6 +368,7 @@ def test_memory_log_reports_a_gap_when_trimmed_or_over_the_limit() -> None:
         with pytest.raises(ReplayGap):
             await log.read_after(["conv:1"], 2, 2)
         assert [e.seq for e in await log.read_after(["conv:1"], 3, 2)] == [4, 5]
+        assert [e.seq for e in await log.read_after(["conv:1"], 2, 2, until_seq=4)] == [3, 4]  # a window
 
     run(scenario())
 

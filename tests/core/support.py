@@ -30,6 +30,8 @@ def frames_to(effects: Iterable[fx.Effect], conn_id: str) -> list[Frame]:
             out.append(json.loads(encode(effect.frame)))
         elif isinstance(effect, fx.Deliver) and conn_id in effect.conn_ids:
             out.append(json.loads(effect.data))
+        elif isinstance(effect, fx.SendReplay) and effect.conn_id == conn_id:
+            out.extend(json.loads(data) for data in effect.frames)
     return out
 
 

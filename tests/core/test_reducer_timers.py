@@ -155,7 +155,9 @@ def test_rate_limit_is_not_drained_by_a_clock_that_steps_back() -> None:
     assert sent(w.submit(c.Ping("a", w.now - 5.0)), "a", "pong") == [{}]
 
 
-def test_broker_back_up_reads_the_gap_per_channel() -> None:
+def test_broker_back_up_reads_the_gap_from_where_the_stream_stopped() -> None:
+    """One subscriber connection, publishes in seq order: at the outage every channel had
+    everything up to the highest seq received on any of them (issue 9 item 1)."""
     w = world()
     login(w, "a", "u1")
     subscribe(w, "a", "c1", "c2")
@@ -163,10 +165,48 @@ def test_broker_back_up_reads_the_gap_per_channel() -> None:
     w.submit(message("c2", "x", seq=7))
     w.submit(message("gone", "x", seq=9))  # nobody here subscribes: not read back
     assert w.set_broker(False) == []
+    w.submit(c.LogHeadKnown(50, w.now))  # learnt during the outage: not where the stream stopped
     assert w.set_broker(False) == []
-    # user:u1 saw no seq of its own: it missed nothing up to the highest seq seen anywhere
-    assert w.set_broker(True) == [fx.LoadGap((("conv:c1", 4), ("conv:c2", 7), ("user:u1", 9)))]
+    assert w.set_broker(True) == [fx.LoadGap(("conv:c1", "conv:c2", "user:u1"), 9)]
     assert w.set_broker(True) == []  # up without a loss: nothing was missed
+
+
+def test_a_quiet_conversation_does_not_pull_the_gap_back_to_its_last_event() -> None:
+    """Issue 9 item 1: one quiet conversation and a busy one; the busy one's delivered
+    history is not read again, and what the outage lost on both arrives."""
+    w = room("a", cid="quiet")
+    subscribe(w, "a", "busy")
+    w.emit("conv:quiet", "message.new", {"n": 0})
+    for n in range(200):
+        w.emit("conv:busy", "message.new", {"n": n})
+    w.settle()
+    w.set_broker(False)
+    lost = [w.emit("conv:quiet", "message.new", {}).seq, w.emit("conv:busy", "message.new", {}).seq]
+    effects = w.set_broker(True)
+    assert of(effects, fx.LoadGap) == [fx.LoadGap(("conv:busy", "conv:quiet", "user:a"), 201)]
+    w.settle()
+    assert numbered(w, "a")[-2:] == lost
+    assert len(numbered(w, "a")) == len(set(numbered(w, "a"))) == 203
+
+
+def test_a_gap_that_cannot_be_filled_is_announced_then_live_goes_on() -> None:
+    """CONTRACT §4 (v2): ``replay.done {count: 0, recovered: false}``, then the live stream."""
+    w = room("a", "b")
+    subscribe(w, "b", "other")
+    w.emit("conv:c1", "message.new", {"n": 1})
+    w.settle()
+    w.set_broker(False)
+    w.emit("conv:c1", "message.new", {"n": 2})  # lost
+    w.log_gap = True  # the log cannot give it back
+    w.set_broker(True)
+    w.settle()
+    w.emit("conv:c1", "message.new", {"n": 3})
+    w.settle()
+    for conn_id in ("a", "b"):
+        frames = [f for f in w.received[conn_id] if f["type"] in ("replay.done", "message.new")]
+        assert [(f["type"], f.get("seq"), f["payload"].get("recovered")) for f in frames][-3:] == [
+            ("message.new", 1, None), ("replay.done", None, False), ("message.new", 3, None)]
+        assert frames[-2]["payload"]["count"] == 0
 
 
 def test_broker_back_up_with_nothing_subscribed_reads_nothing() -> None:
@@ -229,7 +269,7 @@ def test_broker_gap_starts_at_the_log_head_learnt_at_start_up() -> None:
     w.set_broker(False)
     w.emit("conv:c1", "message.new", {"n": 4})  # lost by the broker
     effects = w.set_broker(True)
-    assert of(effects, fx.LoadGap) == [fx.LoadGap((("conv:c1", 3), ("user:u1", 3)))]
+    assert of(effects, fx.LoadGap) == [fx.LoadGap(("conv:c1", "user:u1"), 3)]
     w.settle()
     assert numbered(w, "a") == [4]
 

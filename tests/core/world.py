@@ -1,14 +1,17 @@
-"""A synchronous stand-in for the runtime: answers the reducer's effects the way
-``adapters/memory.py`` and ``runtime/effects.py`` would, with no event loop.
+"""A synchronous stand-in for the runtime's scheduling, with no event loop.
 
-The presence, typing and session stores are the real in-process adapters: their
-coroutines never suspend, so ``_now`` runs them to completion in place. Work is
-kept in the runtime's three lanes so a test decides what happens when:
+What each store effect does is the runtime's own code (``runtime/reads.py`` and
+``runtime/presence_writes.py``) on the real in-process adapters: their coroutines
+never suspend, so ``_now`` runs them to completion in place. Only when things
+happen is the world's: work waits in three queues so a test decides the order
+(the real scheduling, with lanes, bounds and deadlines, is tested in
+``tests/runtime/``):
 
 - ``loop``: broker callbacks (``ChannelReady``, ``BrokerMessage``) and the
   ``Disconnect`` a closed socket reports, FIFO as ``call_soon`` would run them;
 - ``serial``: store and publish effects, one at a time and in order;
-- ``slow``: replay, membership and gap reads, which may finish in any order.
+- ``slow``: replay, membership and gap reads, which may finish in any order; the
+  world's log and members answer them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from tornado_gw.adapters.memory import MemoryPresence, MemorySessions, MemoryTyping
 from tornado_gw.core import commands as c
@@ -24,9 +28,9 @@ from tornado_gw.core import effects as fx
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway, Limits
 from tornado_gw.ports import LoggedEvent
+from tornado_gw.runtime import presence_writes, reads
 
 T0 = 1_000.0
-GAP_FILL_LIMIT = 100_000  # as runtime/effects.py
 
 
 def _now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -53,6 +57,8 @@ class World:
         self.sessions = MemorySessions(clock=lambda: self.now)
         self.presence = MemoryPresence()
         self.typing = MemoryTyping()
+        self.writer = presence_writes.PresenceWriter(self.presence, self.typing, self.submit,
+                                                     lambda: self.now)
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -89,6 +95,9 @@ class World:
             elif isinstance(effect, fx.Deliver):
                 for conn_id in effect.conn_ids:
                     self._receive(conn_id, effect.data)
+            elif isinstance(effect, fx.SendReplay):
+                for data in effect.frames:
+                    self._receive(effect.conn_id, data)
             elif isinstance(effect, fx.CloseConnection):
                 self.closed.setdefault(effect.conn_id, int(effect.code))
                 self.loop.append(c.Disconnect(effect.conn_id, self.now))
@@ -147,12 +156,11 @@ class World:
                        if self.members is None or cid in self.members.get(effect.user_id, ())}
             self.submit(c.MembershipChecked(effect.conn_id, frozenset(allowed), self.now))
         elif isinstance(effect, fx.LoadGap):
-            since = dict(effect.after)
-            events = self.read_after(list(since), min(since.values()), GAP_FILL_LIMIT)
+            # One page: paging through a large gap is the runtime's (tests/runtime).
+            events = self.read_after(effect.channels, effect.after_seq, len(self.log))
             messages = None if events is None else tuple(
-                c.BrokerMessage(e.channel, e.data, json.loads(e.data), self.now)
-                for e in events if e.seq > since[e.channel])
-            self.submit(c.GapLoaded(messages, self.now))
+                c.BrokerMessage(e.channel, e.data, json.loads(e.data), self.now) for e in events)
+            self.submit(c.GapLoaded(effect.channels, messages, True, self.now))
 
     def advance(self, seconds: float) -> list[fx.Effect]:
         """Let time pass, as the clock would: one ``Tick``, then everything it started."""
@@ -194,47 +202,20 @@ class World:
     # --- the stores -----------------------------------------------------------------------
 
     def _store(self, effect: fx.Effect) -> None:
+        """Run one store effect through the runtime's own code (``runtime/reads.py``,
+        ``runtime/presence_writes.py``) on the in-process adapters."""
         if isinstance(effect, fx.Publish):
             self.published.append((effect.channel, effect.frame))
             self.broadcast(effect.channel, encode(effect.frame))
-        elif isinstance(effect, fx.LoadSession):
-            snapshot = _now(self.sessions.load(effect.session_id))
-            self.submit(c.SessionLoaded(effect.conn_id, snapshot, self.now))
         elif isinstance(effect, fx.SaveSession):
             _now(self.sessions.save(effect.snapshots, effect.ttl_s))
-        elif isinstance(effect, (fx.JoinPresence, fx.LeavePresence, fx.RejoinPresence, fx.RefreshPresence,
-                                 fx.QueryPresence, fx.ExpireStale)):
-            self._presence(effect)
-        elif isinstance(effect, fx.StartTyping):
-            if _now(self.typing.start(effect.conversation_id, effect.user_id, effect.expires_at)):
-                self.submit(c.TypingChanged(effect.conversation_id, effect.user_id, True, self.now))
-        elif isinstance(effect, fx.StopTyping):
-            if _now(self.typing.stop(effect.conversation_id, effect.user_id)):
-                self.submit(c.TypingChanged(effect.conversation_id, effect.user_id, False, self.now))
+        elif isinstance(effect, (fx.LoadSession, fx.QueryPresence)):
+            stores = cast(reads.Sources, SimpleNamespace(sessions=self.sessions, presence=self.presence))
+            self.submit(_now(reads.answer(stores, effect, lambda: self.now)))
+        elif isinstance(effect, presence_writes.PRESENCE_WRITES):
+            _now(self.writer.run(effect))
         else:
             raise AssertionError(f"the world does not know {effect!r}")
-
-    def _presence(self, effect: fx.Effect) -> None:
-        p = self.presence
-        if isinstance(effect, fx.JoinPresence):
-            if _now(p.join(effect.conversation_id, effect.user_id, effect.session_id, effect.expires_at)):
-                self.submit(c.PresenceChanged(effect.conversation_id, effect.user_id, True, self.now))
-        elif isinstance(effect, fx.LeavePresence):
-            if _now(p.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at)):
-                self.submit(c.PresenceChanged(effect.conversation_id, effect.user_id, False, self.now))
-        elif isinstance(effect, fx.RejoinPresence):
-            for cid, uid in _now(p.rejoin(effect.entries, effect.expires_at)):
-                self.submit(c.PresenceChanged(cid, uid, True, self.now))
-        elif isinstance(effect, fx.RefreshPresence):
-            _now(p.refresh(effect.entries, effect.expires_at))
-        elif isinstance(effect, fx.QueryPresence):
-            users = _now(p.online(effect.conversation_id, effect.at))
-            self.submit(c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), self.now))
-        elif isinstance(effect, fx.ExpireStale):
-            for cid, uid in _now(p.expire(effect.at)):
-                self.submit(c.PresenceChanged(cid, uid, False, self.now))
-            for cid, uid in _now(self.typing.expire(effect.at)):
-                self.submit(c.TypingChanged(cid, uid, False, self.now))
 
     def typists(self, conversation_id: str) -> set[str]:
         """Who the typing store holds for the conversation (the adapter has no reader for it)."""

@@ -34,6 +34,15 @@ def pg_proxy(cluster: Cluster) -> Iterator[ProxyThread]:
         yield proxy
 
 
+async def unavailable(client: Client, conversation_id: str) -> str:
+    """Subscribe while membership cannot be checked: ``error`` ``unavailable`` (nothing
+    granted, nothing denied that might be allowed); returns its ``ref_type``."""
+    await client.send("subscribe", {"conversation_ids": [conversation_id]})
+    error = (await client.expect("error"))["payload"]
+    assert error["code"] == "unavailable", error
+    return str(error["ref_type"])
+
+
 def health_becomes(gateway: GatewayProcess, status: str, timeout: float = T) -> dict[str, object]:
     """Poll /health until its status is ``status``; returns that answer."""
     answers: list[dict[str, object]] = []
@@ -73,7 +82,7 @@ async def test_gateway_without_postgres_degrades_fails_closed_and_recovers(
     assert auth["resumed"] is True and auth["conversation_ids"] == ["c1"]
     assert await replay(alice) == ([], {"count": 0, "recovered": False})
     assert time.monotonic() - started < T  # bounded by probe_timeout_s, not a hang
-    assert await alice.subscribe("c2") == {"conversation_ids": [], "denied": ["c2"]}  # fail closed
+    assert await unavailable(alice, "c2") == "subscribe"  # fail closed, and said why (CONTRACT §4 v2)
     live = cluster.published(cluster.insert([message("c1", 2)]))
     assert seqs(await numbered(alice, 1)) == live  # Redis fan-out goes on meanwhile
 
@@ -106,7 +115,7 @@ async def test_an_unanswering_postgres_costs_a_resume_seconds_not_a_hang(
     await alice.auth("alice", session_id=session, last_seq=0)
     assert await replay(alice, timeout=2 * T) == ([], {"count": 0, "recovered": False})
     resumed_s = time.monotonic() - started
-    assert await alice.subscribe("c2") == {"conversation_ids": [], "denied": ["c2"]}
+    assert await unavailable(alice, "c2") == "subscribe"
     assert resumed_s < 5.0 and time.monotonic() - started < 10.0, time.monotonic() - started
     pg_proxy.restore()
     health_becomes(gateway, "ok", 3 * T)

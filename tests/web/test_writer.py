@@ -7,6 +7,7 @@ Tornado clients connect over loopback and read what arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 from collections.abc import AsyncIterator
@@ -138,6 +139,71 @@ def test_a_client_that_stops_reading_is_reported_as_a_slow_consumer() -> None:
             stalled.close()
 
     asyncio.run(scenario())
+
+
+def test_a_socket_whose_kernel_buffer_is_full_does_not_stop_the_rest_of_the_batch() -> None:
+    async def scenario() -> None:
+        async with rig(outbound_buffer_bytes=16 * 1024) as r:
+            stalled = await raw_client(r.port)
+            full = await asyncio.wait_for(r.opened.get(), 5)
+            healthy, ws = await r.client()
+            fill_kernel_buffers(r.registry, full)
+            # One loop iteration: the full socket's send raises BlockingIOError, its frame
+            # goes over the cap; the other socket's frame must still go out.
+            r.registry.send(full, b'{"pad":"' + b"x" * 20_000 + b'"}')
+            r.registry.send(healthy, b'{"n":1}')
+            assert await messages(ws, 1) == ['{"n":1}']
+            assert [(cmd.conn_id, cmd.code) for cmd in r.submitted
+                    if isinstance(cmd, CloseRequested)] == [(full, CloseCode.SLOW_CONSUMER)]
+            stalled.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replay_larger_than_the_cap_reaches_a_reader_whole_and_in_order() -> None:
+    async def scenario() -> None:
+        async with rig(outbound_buffer_bytes=16 * 1024) as r:
+            conn_id, ws = await r.client()
+            replay = [b'{"seq":%d,"pad":"%s"}' % (n, b"x" * 1_200) for n in range(200)]  # ~250 KB
+            r.registry.send(conn_id, b'{"reply":1}')
+            r.registry.send_paced(conn_id, replay)
+            r.registry.send(conn_id, b'{"done":1}')  # queued behind the replay
+            got = await messages(ws, len(replay) + 2)
+            assert got == ['{"reply":1}', *(frame.decode() for frame in replay), '{"done":1}']
+            assert r.submitted == []
+            r.registry.send(conn_id, b'{"live":1}')  # after the replay: straight to the stream again
+            assert await messages(ws, 1) == ['{"live":1}']
+
+    asyncio.run(scenario())
+
+
+def test_the_cap_guards_the_live_frames_behind_a_replay_of_a_reader_that_stopped() -> None:
+    async def scenario() -> None:
+        async with rig(outbound_buffer_bytes=16 * 1024) as r:
+            stalled = await raw_client(r.port)
+            conn_id = await asyncio.wait_for(r.opened.get(), 5)
+            fill_kernel_buffers(r.registry, conn_id)
+            r.registry.send_paced(conn_id, [b'{"pad":"' + b"x" * 4_000 + b'"}'] * 100)  # 400 KB
+            await asyncio.sleep(0.1)
+            assert r.submitted == []  # the replay alone never trips the cap
+            for _ in range(5):
+                r.registry.send(conn_id, b'{"pad":"' + b"y" * 4_000 + b'"}')
+                await asyncio.sleep(0)
+            assert [(cmd.conn_id, cmd.code) for cmd in r.submitted
+                    if isinstance(cmd, CloseRequested)] == [(conn_id, CloseCode.SLOW_CONSUMER)]
+            stalled.close()
+
+    asyncio.run(scenario())
+
+
+def fill_kernel_buffers(registry: SocketRegistry, conn_id: str) -> None:
+    """Fill a stalled connection's kernel buffers behind the writer's back: its stream has
+    nothing queued, and the next send raises BlockingIOError."""
+    protocol = registry.sockets[conn_id].ws_connection
+    assert protocol is not None and protocol.stream is not None
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(10_000):
+            protocol.stream.socket.send(b"\0" * 65_536)
 
 
 async def raw_client(port: int) -> socket.socket:

@@ -110,7 +110,8 @@ class MemoryLog:
     async def head_seq(self) -> int:
         return self._last_seq
 
-    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int,
+                         until_seq: int | None = None) -> list[LoggedEvent]:
         """Events after ``after_seq`` on ``channels`` in seq order.
 
         Raises:
@@ -121,6 +122,8 @@ class MemoryLog:
         wanted = set(channels)
         found: list[LoggedEvent] = []
         for event in self._events_after(after_seq):
+            if until_seq is not None and event.seq > until_seq:
+                break
             if event.channel in wanted:
                 if len(found) == limit:
                     raise ReplayGap(f"more than {limit} events after seq {after_seq}")

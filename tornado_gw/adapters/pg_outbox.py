@@ -44,9 +44,11 @@ _READ_AFTER = sql.SQL(
     "SELECT oldest.seq, r.seq, r.channel, r.event_type, r.payload "
     "FROM (SELECT min(seq) AS seq FROM {outbox}) AS oldest "
     "LEFT JOIN LATERAL (SELECT seq, channel, event_type, payload FROM {outbox} "
-    "WHERE channel = ANY(%(channels)s) AND seq > %(after)s ORDER BY seq LIMIT %(limit)s) AS r ON true "
+    "WHERE channel = ANY(%(channels)s) AND seq > %(after)s AND seq <= %(until)s "
+    "ORDER BY seq LIMIT %(limit)s) AS r ON true "
     "ORDER BY r.seq"
 )
+_NO_SEQ_LIMIT = 2**63 - 1  # BIGINT's largest: "no upper bound" for read_after
 _HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM {outbox}")
 _MEMBERS = sql.SQL(
     "SELECT conversation_id FROM {members} "
@@ -144,7 +146,8 @@ class PgEventLog:
         rows = await self._db.query(self._head)
         return int(rows[0][0])
 
-    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int,
+                         until_seq: int | None = None) -> list[LoggedEvent]:
         """Every event with ``seq > after_seq`` on ``channels``, in seq order.
 
         Raises:
@@ -153,7 +156,8 @@ class PgEventLog:
         """
         if not channels:
             return []
-        params = {"channels": list(channels), "after": after_seq, "limit": limit + 1}
+        until = _NO_SEQ_LIMIT if until_seq is None else until_seq
+        params = {"channels": list(channels), "after": after_seq, "until": until, "limit": limit + 1}
         try:
             rows = await self._db.query(self._statement, params)
         except DependencyUnavailable as exc:

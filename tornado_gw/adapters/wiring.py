@@ -47,7 +47,8 @@ class Wiring:
 class NoDurableLog:
     """Redis without Postgres: nothing to replay from, said honestly (``recovered: false``)."""
 
-    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int) -> list[LoggedEvent]:
+    async def read_after(self, channels: Sequence[str], after_seq: int, limit: int,
+                         until_seq: int | None = None) -> list[LoggedEvent]:
         raise ReplayGap("no durable log: POSTGRES_DSN is not configured")
 
     async def head_seq(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tornado_gw.core.effects import Effect
 from tornado_gw.core.protocol import CloseCode, ErrorCode
 from tornado_gw.ports import LoggedEvent, SessionSnapshot
 
@@ -165,10 +166,25 @@ class ReplayLoaded:
 
 @dataclass(frozen=True, slots=True)
 class GapLoaded:
-    """Result of ``LoadGap``: what the broker lost, as broker messages (None: the log
-    could not be read)."""
+    """One page of a ``LoadGap`` answer, in seq order; ``last`` marks the final one.
+    ``messages`` None: the gap cannot be filled (the log is trimmed, unreachable or
+    absent), which is also the last page."""
 
+    channels: tuple[str, ...]
     messages: tuple[BrokerMessage, ...] | None
+    last: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EffectFailed:
+    """An effect that failed, was late (past its deadline) or found its lane full: the
+    reducer answers whatever waited for it (a new session, ``error`` ``unavailable``,
+    ``recovered: false``). A write is not retried: the periodic refresh re-creates
+    presence and session snapshots."""
+
+    effect: Effect
+    reason: str
     at: float
 
 
@@ -208,6 +224,6 @@ Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
     | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
-    | LogHeadKnown
+    | EffectFailed | LogHeadKnown
     | PresenceChanged | PresenceListed | TypingChanged
 )

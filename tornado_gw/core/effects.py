@@ -37,6 +37,15 @@ class Deliver:
 
 
 @dataclass(frozen=True, slots=True)
+class SendReplay:
+    """Encoded events for one connection, written at the pace it reads them
+    (CONTRACT §4 v2: a replay never trips the outbound cap by itself)."""
+
+    conn_id: ConnId
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     conn_id: ConnId
     code: CloseCode
@@ -149,15 +158,19 @@ class LoadReplay:
 
 @dataclass(frozen=True, slots=True)
 class LoadGap:
-    """Read back what the broker lost: per channel, events after the last seen seq."""
+    """Read back what the broker lost on ``channels``: every event after ``after_seq``,
+    where the gateway's stream stopped (the highest seq it had received from any
+    channel; the relay publishes in seq order over one subscriber connection, so every
+    channel had everything up to it). Answered in pages, the last one marked."""
 
-    after: tuple[tuple[str, int], ...]
+    channels: tuple[str, ...]
+    after_seq: int
 
 
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
 Effect = (
-    SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
+    SendFrame | Deliver | SendReplay | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap

@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import operations
+from tornado_gw.core import frames, operations
 from tornado_gw.core.ids import conversation_of
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.state import Gateway, Phase
@@ -31,9 +31,8 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         return
     channel = cmd.channel
     seq = _seq_of(frame)
-    if seq is not None and seq > state.channel_seq.get(channel, 0):
-        state.channel_seq[channel] = seq
-        state.high_seq = max(state.high_seq or 0, seq)
+    if seq is not None and seq > (state.high_seq or 0):
+        state.high_seq = seq
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)
@@ -60,17 +59,52 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
 
 
 def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:
-    """CONTRACT §6: what the broker lost, merged by seq with the live frames held
-    while it was read, once every outstanding gap read has answered. Delivering a
-    newer live frame first would make the connections drop the older lost ones
-    as already delivered."""
+    """CONTRACT §6: what the broker lost, page by page in seq order. While this is the
+    only gap being read a page goes out at once (it is older than every held live
+    frame); otherwise pages wait with the live frames, and everything held goes out
+    merged by seq once every gap read has answered. Delivering a newer frame first
+    would make the connections drop the older lost ones as already delivered."""
+    if cmd.messages is None:
+        _gap_lost(state, cmd.channels, out)
+    elif state.gaps_pending == 1 and not cmd.last:
+        for message in cmd.messages:
+            _deliver_now(state, message, out)
+    else:
+        state.gap_held.extend(cmd.messages)
+    if not cmd.last:
+        return
     state.gaps_pending = max(0, state.gaps_pending - 1)
-    state.gap_held.extend(cmd.messages or ())
     if state.gaps_pending:
         return
     held, state.gap_held = state.gap_held, []
     for message in sorted(held, key=_numbered_first):  # stable: unnumbered keep their order, last
         deliver_broker_message(state, message, out)
+
+
+def _deliver_now(state: Gateway, message: c.BrokerMessage, out: Effects) -> None:
+    """``deliver_broker_message`` past the hold that a pending gap puts on the feed."""
+    pending, state.gaps_pending = state.gaps_pending, 0
+    try:
+        deliver_broker_message(state, message, out)
+    finally:
+        state.gaps_pending = pending
+
+
+def _gap_lost(state: Gateway, channels: tuple[str, ...], out: Effects) -> None:
+    """CONTRACT §4 (v2): a gap is never silent. Each connection on a channel whose gap
+    cannot be filled gets ``replay.done {count: 0, recovered: false}`` before the live
+    stream goes on (one running an operation, once that operation is done)."""
+    affected: set[str] = set()
+    for channel in channels:
+        affected.update(state.subscribers.get(channel, ()))
+    for conn_id in sorted(affected):
+        conn = state.connections[conn_id]
+        if conn.phase is not Phase.AUTHENTICATED:
+            continue
+        if conn.op is not None:
+            conn.op.gap_lost = True
+        else:
+            out.append(fx.SendFrame(conn_id, frames.replay_done(0, False)))
 
 
 def _seq_of(frame: dict[str, Any]) -> int | None:
@@ -120,6 +154,7 @@ def tick(state: Gateway, cmd: c.Tick, out: Effects) -> None:
         if code is not None:
             conn.phase = Phase.CLOSING
             out.append(fx.CloseConnection(conn.conn_id, code, _REASONS[code]))
+    operations.expire_late(state, at, out)
     out.append(fx.ExpireStale(at))
     if at >= state.next_refresh_at:
         state.next_refresh_at = at + limits.presence_ttl_s / 3

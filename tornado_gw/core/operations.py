@@ -12,11 +12,17 @@ from __future__ import annotations
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel, user_channel
+from tornado_gw.core.protocol import ErrorCode
 from tornado_gw.core.replay import merge_replay
-from tornado_gw.core.state import Connection, Gateway, Operation
+from tornado_gw.core.state import Connection, Gateway, Operation, Phase
 from tornado_gw.ports import LoggedEvent, SessionSnapshot
 
 Effects = list[fx.Effect]
+OP_DEADLINE_S = 8.0  # an operation is answered this long after its request at the latest (< 10 s)
+
+
+def begin(kind: str, requested: tuple[str, ...], last_seq: int | None, at: float) -> Operation:
+    return Operation(kind, requested, last_seq, at + OP_DEADLINE_S)
 
 
 def start(state: Gateway, conn: Connection, op: Operation, at: float, out: Effects) -> None:
@@ -67,7 +73,7 @@ def remove_subscriber(state: Gateway, channel: str, conn_id: str, out: Effects) 
     if not subscribers:
         del state.subscribers[channel]
         state.ready.discard(channel)
-        state.channel_seq.pop(channel, None)
+        state.unconfirmed.pop(channel, None)
         out.append(fx.UnsubscribeChannel(channel))
 
 
@@ -76,6 +82,10 @@ def channel_ready(state: Gateway, channel: str, at: float, out: Effects) -> None
     if channel not in state.subscribers:
         return
     state.ready.add(channel)
+    since = state.unconfirmed.pop(channel, None)
+    if since is not None:  # answered before it was live: read back what it missed meanwhile
+        state.gaps_pending += 1
+        out.append(fx.LoadGap((channel,), since))
     for conn_id in state.subscribers[channel]:
         conn = state.connections[conn_id]
         op = conn.op
@@ -121,7 +131,8 @@ def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, .
         return
     buffered, op.buffer = op.buffer, []
     ordered, count = merge_replay(events or (), buffered, conn.delivered)
-    _send_ordered(conn, ordered, out)
+    if ordered:
+        out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))
     out.append(fx.SendFrame(conn.conn_id, frames.replay_done(count, events is not None)))
     finish(state, conn, out)
 
@@ -131,6 +142,8 @@ def finish(state: Gateway, conn: Connection, out: Effects) -> None:
     op = conn.op
     assert op is not None
     conn.op = None
+    if op.gap_lost:
+        out.append(fx.SendFrame(conn.conn_id, frames.replay_done(0, False)))
     if conn.queued:
         state.released.append(conn.conn_id)
     ordered, _ = merge_replay((), op.buffer, conn.delivered)
@@ -156,3 +169,53 @@ def snapshot(conn: Connection) -> SessionSnapshot:
 def session_ttl(state: Gateway, live: bool) -> float:
     limits = state.limits
     return limits.resume_window_s + (limits.presence_ttl_s if live else 0.0)
+
+
+def expire_late(state: Gateway, at: float, out: Effects) -> None:
+    """Answer every operation past its deadline (CONTRACT §4 v2: within 10 s).
+
+    Reads are bounded by the runtime and answer on their own; what can still be
+    pending is the broker's confirmation of the channels. Where a log fills what is
+    published meanwhile, the normal reply goes out and each channel is read back from
+    the current seq once it is live (or by the gap fill after the outage); otherwise
+    the operation is undone and answered ``error`` ``unavailable``.
+    """
+    late = [conn for conn in state.connections.values()
+            if conn.op is not None and conn.op.waiting and at >= conn.op.deadline_at]
+    for conn in late:
+        op = conn.op
+        assert op is not None
+        if state.limits.durable_log and state.high_seq is not None:
+            high = state.high_seq
+            for channel in op.waiting:
+                state.unconfirmed[channel] = min(state.unconfirmed.get(channel, high), high)
+            op.waiting.clear()
+            reply(state, conn, at, out)
+        else:
+            abort(state, conn, "the message broker did not confirm the subscription in time", out)
+
+
+def abort(state: Gateway, conn: Connection, reason: str, out: Effects) -> None:
+    """Undo a running operation and answer ``error`` ``unavailable``: a ``subscribe``
+    leaves the connection as it was; an ``auth`` leaves it unauthenticated (the client
+    may send ``auth`` again)."""
+    op = conn.op
+    assert op is not None
+    conn.op = None
+    conn.conversations.difference_update(op.added)
+    kept = {conv_channel(cid) for cid in conn.conversations}
+    if op.kind == "subscribe" and conn.user_id is not None:
+        kept.add(user_channel(conn.user_id))
+    for channel in op.channels - kept:
+        remove_subscriber(state, channel, conn.conn_id, out)
+    if op.kind == "auth":
+        if conn.presence_id is not None:
+            state.presence_owners.pop(conn.presence_id, None)
+        conn.phase = Phase.CONNECTING
+        conn.user_id = conn.session_id = conn.new_session_id = conn.presence_id = None
+        conn.token_expires_at = None
+        conn.conversations.clear()
+    out.append(fx.SendFrame(conn.conn_id, frames.error(ErrorCode.UNAVAILABLE, f"try again later: {reason}",
+                                                       op.kind)))
+    if conn.queued:
+        state.released.append(conn.conn_id)

@@ -55,6 +55,7 @@ class ErrorCode(str, Enum):
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    UNAVAILABLE = "unavailable"  # a dependency did not answer in time: try again later
 
     def __str__(self) -> str:
         return self.value

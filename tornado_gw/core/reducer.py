@@ -19,9 +19,10 @@ from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions,
 from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import CloseCode, ErrorCode
-from tornado_gw.core.state import Connection, Gateway, Operation, Phase
+from tornado_gw.core.state import Connection, Gateway, Phase
 
 Effects = list[fx.Effect]
+MAX_QUEUED = 64  # client commands that may wait for a connection's running operation
 CLIENT_COMMANDS = (c.Authenticate, c.AuthFailed, c.Subscribe, c.Unsubscribe, c.Typing, c.PresenceQuery,
                    c.Ping, c.BadFrame)
 
@@ -65,7 +66,12 @@ def _admit(state: Gateway, conn: Connection, at: float, out: Effects) -> bool:
 
 def _client_command(state: Gateway, conn: Connection, cmd: c.Command, out: Effects) -> None:
     if conn.op is not None and not isinstance(cmd, (c.Ping, c.BadFrame)):
-        conn.queued.append(cmd)
+        if len(conn.queued) < MAX_QUEUED:
+            conn.queued.append(cmd)
+        else:
+            out.append(fx.SendFrame(conn.conn_id, frames.error(
+                ErrorCode.UNAVAILABLE, f"over {MAX_QUEUED} requests wait for the one in progress",
+                _ref_type(cmd))))
         return
     try:
         _CLIENT_HANDLERS[type(cmd)](state, conn, cmd, out)
@@ -116,7 +122,7 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
     conn.new_session_id = cmd.new_session_id
     conn.presence_id = cmd.new_session_id  # unique per connection, made at the edge
     state.presence_owners[conn.presence_id] = conn.conn_id
-    conn.op = Operation("auth", (), cmd.last_seq)
+    conn.op = operations.begin("auth", (), cmd.last_seq, cmd.at)
     if cmd.session_id is not None:
         out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
     else:
@@ -139,7 +145,8 @@ def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects)
     if len(conn.conversations) + len(new) > limit:
         raise TooManySubscriptions(f"can't subscribe: {len(conn.conversations)} + {len(new)} "
                                    f"conversations is over the limit of {limit}")
-    operations.start(state, conn, Operation("subscribe", cmd.conversation_ids, cmd.last_seq), cmd.at, out)
+    operations.start(state, conn, operations.begin("subscribe", cmd.conversation_ids, cmd.last_seq, cmd.at),
+                     cmd.at, out)
 
 
 def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
@@ -269,23 +276,54 @@ def _replay_loaded(state: Gateway, cmd: c.ReplayLoaded, out: Effects) -> None:
 
 
 def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> None:
-    """After an outage, read back what every local channel missed (CONTRACT §6)."""
+    """After an outage, read back what every local channel missed (CONTRACT §6).
+
+    The gap starts where the stream stopped: the highest seq received from any channel
+    (or the log's head at start-up) when the broker went down. The relay publishes in
+    seq order and every channel arrives over one subscriber connection, so each channel,
+    quiet or busy, had everything up to that seq. Unknown (nothing received and the log
+    head not learnt yet): the gap cannot be filled, and the clients are told so."""
     if not cmd.up:
-        state.broker_down = True
+        if not state.broker_down:
+            state.broker_down = True
+            state.stream_stopped_at = state.high_seq
         return
     if not state.broker_down:
         return
     state.broker_down = False
     state.next_refresh_at = 0.0  # re-create presence that expired meanwhile at the next tick
-    # A channel with no seq of its own missed nothing up to the highest seq seen on any
-    # channel (or the log's head at start-up): the relay publishes in seq order, and they
-    # share one connection. With neither known there is no safe start: reading from 0
-    # could resend old history.
-    baselines = ((ch, state.channel_seq.get(ch, state.high_seq)) for ch in state.subscribers)
-    after = tuple(sorted((ch, seq) for ch, seq in baselines if seq is not None))
-    if after:
-        state.gaps_pending += 1
-        out.append(fx.LoadGap(after))
+    channels = tuple(sorted(state.subscribers))
+    if not channels:
+        return
+    state.gaps_pending += 1
+    if state.stream_stopped_at is None:
+        deliver_gap(state, c.GapLoaded(channels, None, True, cmd.at), out)
+    else:
+        out.append(fx.LoadGap(channels, state.stream_stopped_at))
+
+
+def _effect_failed(state: Gateway, cmd: c.EffectFailed, out: Effects) -> None:
+    """Answer what waited for an effect that failed or was late (CONTRACT §4 v2)."""
+    effect = cmd.effect
+    if isinstance(effect, fx.LoadSession):
+        _session_loaded(state, c.SessionLoaded(effect.conn_id, None, cmd.at), out)  # a new session
+    elif isinstance(effect, fx.LoadReplay):
+        _replay_loaded(state, c.ReplayLoaded(effect.conn_id, None, cmd.at), out)
+    elif isinstance(effect, fx.LoadGap):
+        deliver_gap(state, c.GapLoaded(effect.channels, None, True, cmd.at), out)
+    elif isinstance(effect, fx.CheckMembership):
+        conn = state.connections.get(effect.conn_id)
+        if conn is None or conn.op is None or conn.op.channels:
+            return
+        if conn.op.kind == "subscribe":
+            operations.abort(state, conn, "membership could not be checked", out)
+        else:  # a resume: its conversations are not restored (fail closed)
+            operations.grant(state, conn, frozenset(), cmd.at, out)
+    elif isinstance(effect, fx.QueryPresence):
+        conn = state.connections.get(effect.conn_id)
+        if conn is not None and conn.phase is not Phase.CLOSING:
+            out.append(fx.SendFrame(conn.conn_id, frames.error(
+                ErrorCode.UNAVAILABLE, "try again later: presence could not be read", "presence.query")))
 
 
 def _log_head_known(state: Gateway, cmd: c.LogHeadKnown, out: Effects) -> None:
@@ -331,6 +369,7 @@ _HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
     c.MembershipChecked: _membership_checked,
     c.ReplayLoaded: _replay_loaded,
     c.GapLoaded: deliver_gap,
+    c.EffectFailed: _effect_failed,
     c.LogHeadKnown: _log_head_known,
     c.PresenceChanged: _presence_changed,
     c.PresenceListed: _presence_listed,

@@ -41,6 +41,7 @@ class Limits:
     rate_limit_burst: int = 100
     replay_max_events: int = 1000
     check_membership: bool = False
+    durable_log: bool = True  # a log can fill what a broker outage loses (embedded, or Postgres)
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Operation:
     kind: str  # "auth" or "subscribe"
     requested: tuple[str, ...]
     last_seq: int | None
+    deadline_at: float  # answered by then, one way or another (CONTRACT §4 v2)
     resumed: bool = False
     previous_presence_id: str | None = None  # the resumed session's last connection
     granted: tuple[str, ...] = ()
@@ -63,6 +65,7 @@ class Operation:
     channels: frozenset[str] = frozenset()
     waiting: set[str] = field(default_factory=set)
     replaying: bool = False
+    gap_lost: bool = False  # a broker gap on its connection could not be filled meanwhile
     buffer: list[tuple[int | None, str, bytes, str]] = field(default_factory=list)
 
 
@@ -93,11 +96,13 @@ class Gateway:
     presence_owners: dict[str, str] = field(default_factory=dict)  # presence id -> its open connection
     subscribers: dict[str, set[str]] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
-    channel_seq: dict[str, int] = field(default_factory=dict)
     high_seq: int | None = None  # highest seq seen on any channel or the log's head; None: unknown
     typing: dict[str, set[str]] = field(default_factory=dict)
     next_refresh_at: float = 0.0
     broker_down: bool = False
+    stream_stopped_at: int | None = None  # high_seq when the broker went down: where its gap starts
+    # channels answered before the broker confirmed them -> the seq to read them back from
+    unconfirmed: dict[str, int] = field(default_factory=dict)
     gaps_pending: int = 0  # LoadGap reads not answered yet; broker frames wait in gap_held
     gap_held: list[BrokerMessage] = field(default_factory=list)
     released: list[str] = field(default_factory=list)  # ops finished with commands queued

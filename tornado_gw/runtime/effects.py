@@ -1,17 +1,26 @@
 """Performs the reducer's effects; results come back as commands.
 
-Three lanes: socket effects run at once, in order; store and publish effects
-run one at a time in order on a single worker (a ``join`` must not overtake
-the ``leave`` before it); replay, membership and gap reads may be slow and run
-concurrently. Every adapter call is bounded in time, so a hung dependency
-costs latency, never a stuck gateway.
+Three kinds of work, none of which can stall another:
+
+- **Socket effects** (frames, closes, broker subscriptions) run at once, in order.
+- **Writes** (publishing, sessions, presence, typing) go to ordered lanes
+  (``runtime/lanes.py``): one per broker channel for publishing, one for session
+  snapshots, and the lanes of ``runtime/presence_writes.py``. Each lane is bounded
+  and each write has a deadline; refreshes that pile up merge and go in chunks.
+- **Reads** (session loads, presence queries, membership, replays, gap fills) run
+  concurrently, off the ordered lanes, each within its deadline; at most
+  ``MAX_READS`` waiting and ``READS_PER_STORE`` in each store at once.
+
+Whatever fails, is late or finds its lane full comes back to the reducer as
+``EffectFailed``, which answers what waited for it, so every request gets a
+reply while Redis or Postgres hang (CONTRACT §4 v2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,18 +30,31 @@ from tornado_gw.core import effects as fx
 from tornado_gw.ports import (
     Broker,
     EventLog,
-    LoggedEvent,
     Membership,
     PresenceStore,
-    ReplayGap,
+    SessionSnapshot,
     SessionStore,
     TypingStore,
 )
+from tornado_gw.runtime import presence_writes, reads
 from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.gap_fill import fill_gap
+from tornado_gw.runtime.lanes import Lanes
 
 log = logging.getLogger(__name__)
-ADAPTER_TIMEOUT_S = 10.0
-GAP_FILL_LIMIT = 100_000
+READ_DEADLINE_S = 4.0  # a read an operation's reply waits for answers within this, or it failed
+REPLAY_DEADLINE_S = 10.0  # a replay or gap page (they follow the reply; a storm queues them)
+WRITE_DEADLINE_S = 10.0
+MAX_READS = 20_000  # reads in flight (a resume storm has two per client); past this a read fails at once
+READS_PER_STORE = 32  # reads in one store at once (its client's pool is finite: redis-py refuses past 100)
+WRITES_AT_ONCE = 32  # writes in the stores at once, over all lanes
+LANE_DEPTH = 1_000  # writes queued per lane
+MAX_LANES = 100_000
+SESSION_CHUNK = 1_000  # snapshots per store call
+
+Write = fx.Publish | fx.SaveSession | presence_writes.PresenceWrite
+Read = reads.Read | fx.LoadGap
+READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
 
 class Transport(Protocol):
@@ -41,6 +63,8 @@ class Transport(Protocol):
     def send(self, conn_id: str, data: bytes) -> None: ...
 
     def send_many(self, conn_ids: Sequence[str], data: bytes) -> None: ...
+
+    def send_paced(self, conn_id: str, payloads: Sequence[bytes]) -> None: ...
 
     def close(self, conn_id: str, code: int, reason: str) -> None: ...
 
@@ -63,21 +87,21 @@ class EffectRunner:
         self._submit = submit
         self._encode = encode
         self._decode = decode
-        self._serial: asyncio.Queue[fx.Effect] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sweeping = False
-
-    def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run_serial())
+        self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing, submit)
+        self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
+                                           WRITE_DEADLINE_S, WRITES_AT_ONCE)
+        self._reads: set[asyncio.Task[None]] = set()
+        self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
+                            for kind in ("sessions", "presence", "membership", "log")}
 
     async def stop(self, timeout_s: float) -> None:
-        """Finish the queued store effects (sessions saved on shutdown), then stop."""
-        await asyncio.wait_for(self._serial.join(), timeout_s)
-        if self._worker is not None:
-            self._worker.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        """Finish the queued writes (sessions saved on shutdown), then stop."""
+        try:
+            await self._writes.drain(timeout_s)
+        finally:
+            self._writes.cancel()
+            for task in list(self._reads):
+                task.cancel()
 
     def perform(self, effects: Sequence[fx.Effect]) -> None:
         for effect in effects:
@@ -87,129 +111,82 @@ class EffectRunner:
             elif isinstance(effect, fx.SendFrame):
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
                 metrics.FRAMES_OUT.labels(effect.frame["type"]).inc()
+            elif isinstance(effect, fx.SendReplay):
+                self._transport.send_paced(effect.conn_id, effect.frames)
+                metrics.FRAMES_OUT.labels("replay").inc(len(effect.frames))
             elif isinstance(effect, fx.CloseConnection):
                 self._transport.close(effect.conn_id, int(effect.code), effect.reason)
             elif isinstance(effect, fx.SubscribeChannel):
                 self._adapters.broker.subscribe(effect.channel)
             elif isinstance(effect, fx.UnsubscribeChannel):
                 self._adapters.broker.unsubscribe(effect.channel)
-            elif isinstance(effect, fx.CONCURRENT):
-                self._spawn(self._concurrent(effect))
-            elif isinstance(effect, fx.ExpireStale):
-                if not self._sweeping:  # a slow store must not pile sweeps up
-                    self._sweeping = True
-                    self._serial.put_nowait(effect)
+            elif isinstance(effect, READS):
+                self._read(effect)
             else:
-                self._serial.put_nowait(effect)
+                self._writes.put(_lane_of(effect), effect)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # --- writes ----------------------------------------------------------------------
 
-    async def _run_serial(self) -> None:
-        while True:
-            effect = await self._serial.get()
-            try:
-                await asyncio.wait_for(self._store_effect(effect), ADAPTER_TIMEOUT_S)
-            except Exception as exc:  # a dependency failed: log, keep serving
-                log.warning("! %s failed: %s", type(effect).__name__, exc or type(exc).__name__)
-                self._store_failed(effect)
-            finally:
-                self._serial.task_done()
-
-    def _store_failed(self, effect: fx.Effect) -> None:
-        """Let the waiting operation go on as if there were nothing to restore."""
-        if isinstance(effect, fx.ExpireStale):
-            self._sweeping = False
-        elif isinstance(effect, fx.LoadSession):
-            self._submit(c.SessionLoaded(effect.conn_id, None, now()))
-        elif isinstance(effect, fx.QueryPresence):
-            self._submit(c.PresenceListed(effect.conn_id, effect.conversation_id, (), now()))
-
-    async def _store_effect(self, effect: fx.Effect) -> None:
-        a = self._adapters
+    async def _write(self, effect: Write) -> None:
         if isinstance(effect, fx.Publish):
-            await a.broker.publish(effect.channel, self._encode(effect.frame))
-        elif isinstance(effect, fx.LoadSession):
-            snapshot = await a.sessions.load(effect.session_id)
-            self._submit(c.SessionLoaded(effect.conn_id, snapshot, now()))
+            await self._adapters.broker.publish(effect.channel, self._encode(effect.frame))
         elif isinstance(effect, fx.SaveSession):
-            await a.sessions.save(effect.snapshots, effect.ttl_s)
-        elif isinstance(effect, fx.JoinPresence):
-            joined = await a.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
-                                           effect.expires_at)
-            if joined:
-                self._submit(c.PresenceChanged(effect.conversation_id, effect.user_id, True, now()))
-        elif isinstance(effect, fx.LeavePresence):
-            if await a.presence.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at):
-                self._submit(c.PresenceChanged(effect.conversation_id, effect.user_id, False, now()))
-        elif isinstance(effect, fx.RejoinPresence):
-            for cid, uid in await a.presence.rejoin(effect.entries, effect.expires_at):
-                self._submit(c.PresenceChanged(cid, uid, True, now()))
-        elif isinstance(effect, fx.RefreshPresence):
-            await a.presence.refresh(effect.entries, effect.expires_at)
-        elif isinstance(effect, fx.QueryPresence):
-            users = await a.presence.online(effect.conversation_id, effect.at)
-            self._submit(c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), now()))
-        elif isinstance(effect, fx.StartTyping):
-            if await a.typing.start(effect.conversation_id, effect.user_id, effect.expires_at):
-                self._submit(c.TypingChanged(effect.conversation_id, effect.user_id, True, now()))
-        elif isinstance(effect, fx.StopTyping):
-            if await a.typing.stop(effect.conversation_id, effect.user_id):
-                self._submit(c.TypingChanged(effect.conversation_id, effect.user_id, False, now()))
-        elif isinstance(effect, fx.ExpireStale):
-            await self._sweep(effect.at)
+            for i in range(0, len(effect.snapshots), SESSION_CHUNK):
+                await self._adapters.sessions.save(effect.snapshots[i:i + SESSION_CHUNK], effect.ttl_s)
+        else:
+            await self._presence.run(effect)
 
-    async def _sweep(self, at: float) -> None:
-        try:
-            for cid, uid in await self._adapters.presence.expire(at):
-                self._submit(c.PresenceChanged(cid, uid, False, now()))
-            for cid, uid in await self._adapters.typing.expire(at):
-                self._submit(c.TypingChanged(cid, uid, False, now()))
-        finally:
-            self._sweeping = False
+    def _failed(self, effect: fx.Effect, reason: str) -> None:
+        log.warning("! %s failed: %s", type(effect).__name__, reason)
+        self._submit(c.EffectFailed(effect, reason, now()))
 
-    async def _concurrent(self, effect: fx.Effect) -> None:
-        if isinstance(effect, fx.LoadReplay):
-            events = await self._read_log(effect.channels, effect.after_seq, effect.limit)
-            if events is not None:
-                metrics.REPLAYED.inc(len(events))
-            self._submit(c.ReplayLoaded(effect.conn_id, None if events is None else tuple(events), now()))
-        elif isinstance(effect, fx.CheckMembership):
-            self._submit(c.MembershipChecked(effect.conn_id, await self._allowed(effect), now()))
-        elif isinstance(effect, fx.LoadGap):
-            await self._fill_gap(effect.after)
+    # --- reads -----------------------------------------------------------------------
 
-    async def _read_log(self, channels: Sequence[str], after_seq: int,
-                        limit: int) -> list[LoggedEvent] | None:
-        try:
-            return await asyncio.wait_for(self._adapters.log.read_after(channels, after_seq, limit),
-                                          ADAPTER_TIMEOUT_S)
-        except ReplayGap as exc:
-            log.info("= replay not recoverable: %s", exc)
-        except Exception as exc:
-            log.warning("! replay read failed: %s", exc or type(exc).__name__)
-        return None
-
-    async def _allowed(self, effect: fx.CheckMembership) -> frozenset[str]:
-        try:
-            allowed = await asyncio.wait_for(
-                self._adapters.membership.allowed(effect.user_id, effect.conversation_ids), ADAPTER_TIMEOUT_S)
-            return frozenset(allowed)
-        except Exception as exc:  # fail closed: deny rather than leak a conversation
-            log.warning("! membership check failed, denying: %s", exc or type(exc).__name__)
-            return frozenset()
-
-    async def _fill_gap(self, after: Sequence[tuple[str, int]]) -> None:
-        """Hand what the broker lost to the core as one ``GapLoaded``; it holds the live
-        frames until then and merges both by seq. Answered exactly once, also on failure."""
-        since = dict(after)
-        events = await self._read_log(list(since), min(since.values()), GAP_FILL_LIMIT)
-        if events is None:
-            log.warning("! gap after broker outage could not be filled")
-            self._submit(c.GapLoaded(None, now()))
+    def _read(self, effect: Read) -> None:
+        if len(self._reads) >= MAX_READS:
+            self._failed(effect, f"over {MAX_READS} reads in flight")
             return
-        messages = tuple(c.BrokerMessage(event.channel, event.data, self._decode(event.data), now())
-                         for event in events if event.seq > since[event.channel])
-        self._submit(c.GapLoaded(messages, now()))
+        task = asyncio.get_running_loop().create_task(self._bounded_read(effect))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _bounded_read(self, effect: Read) -> None:
+        if isinstance(effect, fx.LoadGap):  # pages, each read bounded; answers every outcome itself
+            await fill_gap(self._adapters.log, effect, self._decode, self._submit, REPLAY_DEADLINE_S)
+            return
+        deadline_s = REPLAY_DEADLINE_S if isinstance(effect, fx.LoadReplay) else READ_DEADLINE_S
+        try:
+            answer = await asyncio.wait_for(self._in_turn(effect), deadline_s)
+        except asyncio.TimeoutError:
+            self._failed(effect, f"no answer within {deadline_s:g} s")
+        except Exception as exc:  # a dependency failed: the reducer answers for it
+            self._failed(effect, str(exc) or type(exc).__name__)
+        else:
+            self._submit(answer)
+
+    async def _in_turn(self, effect: reads.Read) -> c.Command:
+        async with self._read_turns[reads.STORE_OF[type(effect)]]:
+            return await reads.answer(self._adapters, effect)
+
+
+def _lane_of(effect: Write) -> Hashable:
+    if isinstance(effect, fx.Publish):
+        return ("publish", effect.channel)
+    if isinstance(effect, fx.SaveSession):
+        # One lane: the periodic snapshot of every live session must not overwrite a
+        # newer snapshot of one of them (an unsubscribe) queued after it.
+        return "sessions"
+    return presence_writes.lane_of(effect)
+
+
+def _merge(queued: Write, new: Write) -> Write | None:
+    if isinstance(queued, fx.SaveSession) and isinstance(new, fx.SaveSession):
+        if queued.ttl_s != new.ttl_s:
+            return None
+        latest: dict[str, SessionSnapshot] = {s.session_id: s for s in queued.snapshots}
+        latest.update((s.session_id, s) for s in new.snapshots)
+        return fx.SaveSession(tuple(latest.values()), new.ttl_s)
+    if isinstance(queued, (fx.Publish, fx.SaveSession)) or isinstance(new, (fx.Publish, fx.SaveSession)):
+        return None
+    return presence_writes.merge(queued, new)
+

@@ -1,0 +1,58 @@
+"""What each read asks the adapters, and the command that carries the answer back.
+
+Shared by the effect runner (which bounds and schedules the reads) and by the core
+tests' stepped world, so the two cannot drift apart. A ``ReplayGap`` is an answer
+(``recovered: false``), not a failure; any other exception is the caller's to report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from tornado_gw import metrics
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.ports import EventLog, Membership, PresenceStore, ReplayGap, SessionStore
+from tornado_gw.runtime.clock import now
+
+log = logging.getLogger(__name__)
+Read = fx.LoadSession | fx.QueryPresence | fx.CheckMembership | fx.LoadReplay
+STORE_OF: dict[type, str] = {fx.LoadSession: "sessions", fx.QueryPresence: "presence",
+                             fx.CheckMembership: "membership", fx.LoadReplay: "log"}
+
+
+class Sources(Protocol):
+    """The adapters a read may ask (``runtime.effects.Adapters`` has them)."""
+
+    @property
+    def sessions(self) -> SessionStore: ...
+
+    @property
+    def presence(self) -> PresenceStore: ...
+
+    @property
+    def membership(self) -> Membership: ...
+
+    @property
+    def log(self) -> EventLog: ...
+
+
+async def answer(a: Sources, effect: Read, clock: Callable[[], float] = now) -> c.Command:
+    """The command answering ``effect``, stamped by ``clock``."""
+    if isinstance(effect, fx.LoadSession):
+        return c.SessionLoaded(effect.conn_id, await a.sessions.load(effect.session_id), clock())
+    if isinstance(effect, fx.QueryPresence):
+        users = await a.presence.online(effect.conversation_id, effect.at)
+        return c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), clock())
+    if isinstance(effect, fx.CheckMembership):
+        allowed = await a.membership.allowed(effect.user_id, effect.conversation_ids)
+        return c.MembershipChecked(effect.conn_id, frozenset(allowed), clock())
+    try:
+        events = await a.log.read_after(effect.channels, effect.after_seq, effect.limit)
+    except ReplayGap as exc:
+        log.info("= replay not recoverable: %s", exc)
+        return c.ReplayLoaded(effect.conn_id, None, clock())
+    metrics.REPLAYED.inc(len(events))
+    return c.ReplayLoaded(effect.conn_id, tuple(events), clock())
