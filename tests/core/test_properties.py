@@ -64,6 +64,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.replaying: dict[str, tuple[list[str], int]] = {}  # conn -> (fresh channels, last_seq)
         self.grace: dict[tuple[str, str, str], float] = {}  # (cid, user, conn) -> offline at
         self.presence_conn: dict[str, str] = {}  # presence id -> the connection it names
+        self.counts: dict[tuple[str, str], int] = {}  # (conn, cid) -> last presence count received
         self.violations: list[str] = []
 
     # --- what clients observe ----------------------------------------------------------------
@@ -77,6 +78,8 @@ class GatewayMachine(RuleBasedStateMachine):
         elif kind == "unsubscribed":
             for cid in payload["conversation_ids"]:
                 self.floor.pop((conn_id, conv_channel(cid)), None)
+        elif kind in ("presence.diff", "presence.state"):
+            self.counts[(conn_id, payload["conversation_id"])] = payload["count"]
         elif kind == "replay.done":
             self._replayed(conn_id, payload["recovered"])
         elif kind in ("typing.start", "typing.stop") and payload["user_id"] == self.user_of.get(conn_id):
@@ -93,6 +96,8 @@ class GatewayMachine(RuleBasedStateMachine):
 
     def _live(self, conn_id: str, channels: list[str]) -> None:
         self.fresh[conn_id] = [ch for ch in channels if (conn_id, ch) not in self.floor]
+        for channel in self.fresh[conn_id]:  # counts received before this subscription are history
+            self.counts.pop((conn_id, conversation_of(channel) or ""), None)
         for channel in channels:
             self.floor.setdefault((conn_id, channel), len(self.w.log))
 
@@ -210,7 +215,8 @@ class GatewayMachine(RuleBasedStateMachine):
     @rule(data=st.data(), cid=st.sampled_from(CONVS), query=st.booleans())
     def typing_or_query(self, data: st.DataObject, cid: str, query: bool) -> None:
         conn_id = self._pick(data)
-        self._step(c.PresenceQuery(conn_id, cid, self.w.now) if query else c.Typing(conn_id, cid, self.w.now))
+        now = self.w.now
+        self._step(c.PresenceQuery(conn_id, cid, None, 1, now) if query else c.Typing(conn_id, cid, now))
 
     @rule(channel=channels, sender=st.sampled_from(USERS))
     def publish(self, channel: str, sender: str) -> None:
@@ -291,6 +297,23 @@ class GatewayMachine(RuleBasedStateMachine):
             expected |= {user for (gcid, user, _), until in self.grace.items()
                          if gcid == cid and until > self.w.now}
             assert set(self.w.online(cid)) == expected, (cid, self.w.online(cid), expected)
+
+    @invariant()
+    def presence_count_is_the_number_of_online_users_once_settled(self) -> None:
+        """CONTRACT §3 (v2): once the broker is up, nothing is in flight and no batch is open,
+        every room's count, and the last count each subscriber received, is the number of
+        users with a live (or lingering) session there."""
+        w = self.w
+        if not w.broker_up or w.slow or w.loop or w.serial or w.state.rooms_due:
+            return
+        for cid, room in w.state.rooms.items():
+            online = len(w.online(cid))
+            assert room.known and room.count == online, (cid, room, online)
+            for conn in self._live_conns():
+                received = self.counts.get((conn.conn_id, cid))
+                subscribed = (conn.conn_id, conv_channel(cid)) in self.floor
+                if conn.op is None and subscribed and received is not None:
+                    assert received == online, (conn.conn_id, cid, received, online)
 
     @invariant()
     def typing_ends_with_the_typists_last_subscribed_session(self) -> None:

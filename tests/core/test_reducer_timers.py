@@ -165,7 +165,10 @@ def test_broker_back_up_reads_the_gap_per_channel() -> None:
     assert w.set_broker(False) == []
     assert w.set_broker(False) == []
     # user:u1 saw no seq of its own: it missed nothing up to the highest seq seen anywhere
-    assert w.set_broker(True) == [fx.LoadGap((("conv:c1", 4), ("conv:c2", 7), ("user:u1", 9)))]
+    effects = w.set_broker(True)
+    assert of(effects, fx.LoadGap) == [fx.LoadGap((("conv:c1", 4), ("conv:c2", 7), ("user:u1", 9)))]
+    # presence transitions may have been lost too: every room learns its count again
+    assert {e.conversation_id for e in of(effects, fx.AnnouncePresence)} == {"c1", "c2"}
     assert w.set_broker(True) == []  # up without a loss: nothing was missed
 
 

@@ -51,8 +51,8 @@ class World:
         self.now = T0
         self.members = members  # user -> conversations they may join; None: anyone anywhere
         self.sessions = MemorySessions(clock=lambda: self.now)
-        self.presence = MemoryPresence()
-        self.typing = MemoryTyping()
+        self.presence = MemoryPresence(self.broadcast)
+        self.typing = MemoryTyping(self.broadcast)
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -146,6 +146,10 @@ class World:
             allowed = {cid for cid in effect.conversation_ids
                        if self.members is None or cid in self.members.get(effect.user_id, ())}
             self.submit(c.MembershipChecked(effect.conn_id, frozenset(allowed), self.now))
+        elif isinstance(effect, fx.QueryPresence):
+            page = _now(self.presence.page(effect.conversation_id, effect.after, effect.limit))
+            self.submit(c.PresencePageLoaded(effect.conn_id, effect.conversation_id, effect.limit, page,
+                                             self.now))
         elif isinstance(effect, fx.LoadGap):
             since = dict(effect.after)
             events = self.read_after(list(since), min(since.values()), GAP_FILL_LIMIT)
@@ -155,9 +159,18 @@ class World:
             self.submit(c.GapLoaded(messages, self.now))
 
     def advance(self, seconds: float) -> list[fx.Effect]:
-        """Let time pass, as the clock would: one ``Tick``, then everything it started."""
+        """Let time pass, as the clock would: one ``Tick`` and one ``FlushPresence``, then
+        everything they started."""
         self.now += seconds
         effects = self.submit(c.Tick(self.now))
+        effects += self.submit(c.FlushPresence(self.now))
+        self.settle()
+        return effects
+
+    def flush_presence(self, seconds: float) -> list[fx.Effect]:
+        """Let ``seconds`` pass with only the presence batches ticking (no ``Tick``)."""
+        self.now += seconds
+        effects = self.submit(c.FlushPresence(self.now))
         self.settle()
         return effects
 
@@ -202,39 +215,26 @@ class World:
             self.submit(c.SessionLoaded(effect.conn_id, snapshot, self.now))
         elif isinstance(effect, fx.SaveSession):
             _now(self.sessions.save(effect.snapshots, effect.ttl_s))
-        elif isinstance(effect, (fx.JoinPresence, fx.LeavePresence, fx.RejoinPresence, fx.RefreshPresence,
-                                 fx.QueryPresence, fx.ExpireStale)):
-            self._presence(effect)
+        elif isinstance(effect, fx.JoinPresence):
+            _now(self.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
+                                    effect.expires_at))
+        elif isinstance(effect, fx.LeavePresence):
+            _now(self.presence.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at))
+        elif isinstance(effect, fx.RejoinPresence):
+            _now(self.presence.rejoin(effect.entries, effect.expires_at))
+        elif isinstance(effect, fx.RefreshPresence):
+            _now(self.presence.refresh(effect.entries, effect.expires_at))
+        elif isinstance(effect, fx.AnnouncePresence):
+            _now(self.presence.announce(effect.conversation_id, effect.list_limit))
+        elif isinstance(effect, fx.ExpireStale):
+            _now(self.presence.expire(effect.at))
+            _now(self.typing.expire(effect.at))
         elif isinstance(effect, fx.StartTyping):
-            if _now(self.typing.start(effect.conversation_id, effect.user_id, effect.expires_at)):
-                self.submit(c.TypingChanged(effect.conversation_id, effect.user_id, True, self.now))
+            _now(self.typing.start(effect.conversation_id, effect.user_id, effect.expires_at))
         elif isinstance(effect, fx.StopTyping):
-            if _now(self.typing.stop(effect.conversation_id, effect.user_id)):
-                self.submit(c.TypingChanged(effect.conversation_id, effect.user_id, False, self.now))
+            _now(self.typing.stop(effect.conversation_id, effect.user_id))
         else:
             raise AssertionError(f"the world does not know {effect!r}")
-
-    def _presence(self, effect: fx.Effect) -> None:
-        p = self.presence
-        if isinstance(effect, fx.JoinPresence):
-            if _now(p.join(effect.conversation_id, effect.user_id, effect.session_id, effect.expires_at)):
-                self.submit(c.PresenceChanged(effect.conversation_id, effect.user_id, True, self.now))
-        elif isinstance(effect, fx.LeavePresence):
-            if _now(p.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at)):
-                self.submit(c.PresenceChanged(effect.conversation_id, effect.user_id, False, self.now))
-        elif isinstance(effect, fx.RejoinPresence):
-            for cid, uid in _now(p.rejoin(effect.entries, effect.expires_at)):
-                self.submit(c.PresenceChanged(cid, uid, True, self.now))
-        elif isinstance(effect, fx.RefreshPresence):
-            _now(p.refresh(effect.entries, effect.expires_at))
-        elif isinstance(effect, fx.QueryPresence):
-            users = _now(p.online(effect.conversation_id, effect.at))
-            self.submit(c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), self.now))
-        elif isinstance(effect, fx.ExpireStale):
-            for cid, uid in _now(p.expire(effect.at)):
-                self.submit(c.PresenceChanged(cid, uid, False, self.now))
-            for cid, uid in _now(self.typing.expire(effect.at)):
-                self.submit(c.TypingChanged(cid, uid, False, self.now))
 
     def typists(self, conversation_id: str) -> set[str]:
         """Who the typing store holds for the conversation (the adapter has no reader for it)."""
@@ -242,4 +242,4 @@ class World:
 
     def online(self, conversation_id: str) -> list[str]:
         """Who the presence store says is online now."""
-        return list(_now(self.presence.online(conversation_id, self.now)))
+        return list(_now(self.presence.page(conversation_id, None, 1_000_000)).user_ids)

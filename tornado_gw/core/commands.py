@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tornado_gw.core.protocol import CloseCode, ErrorCode
-from tornado_gw.ports import LoggedEvent, SessionSnapshot
+from tornado_gw.ports import LoggedEvent, PresencePage, SessionSnapshot
 
 ConnId = str
 
@@ -76,8 +76,12 @@ class Typing:
 
 @dataclass(frozen=True, slots=True)
 class PresenceQuery:
+    """One page of online users: at most ``limit``, ids after ``after`` (CONTRACT §3)."""
+
     conn_id: ConnId
     conversation_id: str
+    after: str | None
+    limit: int
     at: float
 
 
@@ -112,6 +116,13 @@ class CloseRequested:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPresence:
+    """Clock tick of the presence batches (a fraction of ``presence_batch_ms``)."""
+
     at: float
 
 
@@ -181,26 +192,13 @@ class LogHeadKnown:
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceChanged:
-    conversation_id: str
-    user_id: str
-    online: bool
-    at: float
+class PresencePageLoaded:
+    """Answer to ``QueryPresence``; ``page`` is None when the store could not be read."""
 
-
-@dataclass(frozen=True, slots=True)
-class PresenceListed:
     conn_id: ConnId
     conversation_id: str
-    user_ids: tuple[str, ...]
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TypingChanged:
-    conversation_id: str
-    user_id: str
-    typing: bool
+    limit: int
+    page: PresencePage | None
     at: float
 
 
@@ -208,6 +206,5 @@ Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
     | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
-    | LogHeadKnown
-    | PresenceChanged | PresenceListed | TypingChanged
+    | LogHeadKnown | FlushPresence | PresencePageLoaded
 )

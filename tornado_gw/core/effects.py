@@ -105,9 +105,21 @@ class RefreshPresence:
 
 @dataclass(frozen=True, slots=True)
 class QueryPresence:
+    """Read one page of online users for a client (answered by ``PresencePageLoaded``)."""
+
     conn_id: ConnId
     conversation_id: str
-    at: float
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncePresence:
+    """Have the store publish the conversation's count, in order with its transitions
+    (with its first ``list_limit`` users; 0: the count only)."""
+
+    conversation_id: str
+    list_limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +137,7 @@ class StopTyping:
 
 @dataclass(frozen=True, slots=True)
 class ExpireStale:
-    """Sweep expired presence and typing entries (their announcements come back)."""
+    """Sweep expired presence and typing entries (the stores announce what expired)."""
 
     at: float
 
@@ -154,11 +166,11 @@ class LoadGap:
     after: tuple[tuple[str, int], ...]
 
 
-CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
+CONCURRENT = (CheckMembership, LoadReplay, LoadGap, QueryPresence)
 
 Effect = (
     SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
-    | QueryPresence
+    | QueryPresence | AnnouncePresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
 )

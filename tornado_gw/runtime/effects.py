@@ -124,8 +124,6 @@ class EffectRunner:
             self._sweeping = False
         elif isinstance(effect, fx.LoadSession):
             self._submit(c.SessionLoaded(effect.conn_id, None, now()))
-        elif isinstance(effect, fx.QueryPresence):
-            self._submit(c.PresenceListed(effect.conn_id, effect.conversation_id, (), now()))
 
     async def _store_effect(self, effect: fx.Effect) -> None:
         a = self._adapters
@@ -136,39 +134,34 @@ class EffectRunner:
             self._submit(c.SessionLoaded(effect.conn_id, snapshot, now()))
         elif isinstance(effect, fx.SaveSession):
             await a.sessions.save(effect.snapshots, effect.ttl_s)
-        elif isinstance(effect, fx.JoinPresence):
-            joined = await a.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
-                                           effect.expires_at)
-            if joined:
-                self._submit(c.PresenceChanged(effect.conversation_id, effect.user_id, True, now()))
+        else:
+            await self._presence_effect(effect)
+
+    async def _presence_effect(self, effect: fx.Effect) -> None:
+        """Presence and typing writes. The stores announce their own transitions (through
+        the broker, atomically with them), so nothing comes back from here."""
+        a = self._adapters
+        if isinstance(effect, fx.JoinPresence):
+            await a.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
+                                  effect.expires_at)
         elif isinstance(effect, fx.LeavePresence):
-            if await a.presence.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at):
-                self._submit(c.PresenceChanged(effect.conversation_id, effect.user_id, False, now()))
+            await a.presence.leave(effect.conversation_id, effect.user_id, effect.session_id, effect.at)
         elif isinstance(effect, fx.RejoinPresence):
-            for cid, uid in await a.presence.rejoin(effect.entries, effect.expires_at):
-                self._submit(c.PresenceChanged(cid, uid, True, now()))
+            await a.presence.rejoin(effect.entries, effect.expires_at)
         elif isinstance(effect, fx.RefreshPresence):
             await a.presence.refresh(effect.entries, effect.expires_at)
-        elif isinstance(effect, fx.QueryPresence):
-            users = await a.presence.online(effect.conversation_id, effect.at)
-            self._submit(c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), now()))
+        elif isinstance(effect, fx.AnnouncePresence):
+            await a.presence.announce(effect.conversation_id, effect.list_limit)
         elif isinstance(effect, fx.StartTyping):
-            if await a.typing.start(effect.conversation_id, effect.user_id, effect.expires_at):
-                self._submit(c.TypingChanged(effect.conversation_id, effect.user_id, True, now()))
+            await a.typing.start(effect.conversation_id, effect.user_id, effect.expires_at)
         elif isinstance(effect, fx.StopTyping):
-            if await a.typing.stop(effect.conversation_id, effect.user_id):
-                self._submit(c.TypingChanged(effect.conversation_id, effect.user_id, False, now()))
+            await a.typing.stop(effect.conversation_id, effect.user_id)
         elif isinstance(effect, fx.ExpireStale):
-            await self._sweep(effect.at)
-
-    async def _sweep(self, at: float) -> None:
-        try:
-            for cid, uid in await self._adapters.presence.expire(at):
-                self._submit(c.PresenceChanged(cid, uid, False, now()))
-            for cid, uid in await self._adapters.typing.expire(at):
-                self._submit(c.TypingChanged(cid, uid, False, now()))
-        finally:
-            self._sweeping = False
+            try:
+                await a.presence.expire(effect.at)
+                await a.typing.expire(effect.at)
+            finally:
+                self._sweeping = False
 
     async def _concurrent(self, effect: fx.Effect) -> None:
         if isinstance(effect, fx.LoadReplay):
@@ -180,6 +173,19 @@ class EffectRunner:
             self._submit(c.MembershipChecked(effect.conn_id, await self._allowed(effect), now()))
         elif isinstance(effect, fx.LoadGap):
             await self._fill_gap(effect.after)
+        elif isinstance(effect, fx.QueryPresence):
+            await self._query_presence(effect)
+
+    async def _query_presence(self, effect: fx.QueryPresence) -> None:
+        """One page for one client, off the ordered lane; a failed read is ``unavailable``."""
+        try:
+            page = await asyncio.wait_for(
+                self._adapters.presence.page(effect.conversation_id, effect.after, effect.limit),
+                ADAPTER_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("! presence query failed: %s", exc or type(exc).__name__)
+            page = None
+        self._submit(c.PresencePageLoaded(effect.conn_id, effect.conversation_id, effect.limit, page, now()))
 
     async def _read_log(self, channels: Sequence[str], after_seq: int,
                         limit: int) -> list[LoggedEvent] | None:
