@@ -141,7 +141,7 @@ def _relist(state: Gateway, cid: str, room: Room, users: list[str], at: float, o
     room.relisting = False
     room.pending.clear()
     _set_due(state, cid, room, None)
-    next_after = users[-1] if len(users) >= limit else None
+    next_after = users[-1] if users and room.count > len(users) else None
     _send(state, cid, room, frames.presence_state(cid, users, room.count, next_after), at, out)
     room.listing = room.count <= limit
 
