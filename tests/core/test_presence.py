@@ -33,7 +33,8 @@ def test_transitions_within_one_batch_leave_as_one_diff_encoded_once() -> None:
     effects = w.submit(c.FlushPresence(w.now))
     delivers = [e for e in of(effects, fx.Deliver) if e.frame_type == "presence.diff"]
     assert len(delivers) == 1 and sorted(delivers[0].conn_ids) == ["a", "b", "x", "y", "z"]
-    assert diffs(take(w, "a")) == [{"conversation_id": "c1", "joins": ["x", "y", "z"], "leaves": [], "count": 5}]
+    expected = [{"conversation_id": "c1", "joins": ["x", "y", "z"], "leaves": [], "count": 5}]
+    assert diffs(take(w, "a")) == expected
     assert diffs(take(w, "x")) == diffs(take(w, "b")) == [
         {"conversation_id": "c1", "joins": ["x", "y", "z"], "leaves": [], "count": 5}]
 
