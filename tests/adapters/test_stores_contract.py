@@ -28,7 +28,7 @@ from tornado_gw.adapters.memory import (
     MemoryTyping,
 )
 from tornado_gw.adapters.redis_broker import redis_client
-from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
+from tornado_gw.adapters.redis_snapshots import CHUNK_ENTRIES, RedisPresence, RedisSessions, RedisTyping
 from tornado_gw.ports import PresencePage, ReplayGap, SessionSnapshot
 from tornado_gw.settings import Settings
 
@@ -475,6 +475,39 @@ def test_redis_snapshot_keys_all_carry_a_ttl_and_one_hash_tag_per_store(redis_ho
         "session:s1", "{presence}:due", "{presence}:ids:c1", "{presence}:sessions:c1", "{presence}:users:c1",
         "{typing}:c1", "{typing}:due"]
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+def test_redis_presence_work_is_split_into_bounded_script_calls(redis_host: str, redis_prefix: str) -> None:
+    """ISSUE 9.4: no script call handles more than ``CHUNK_ENTRIES`` entries, so the refresh
+    and the sweep never block Redis for long, however many entries there are."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+    sizes: dict[str, list[int]] = {"join": [], "expire": []}
+
+    async def scenario() -> None:
+        presence = RedisPresence.from_settings(settings)
+        join, expire = presence._join, presence._expire
+
+        async def counted_join(keys: list[str], args: list[object]) -> Any:
+            conversations = (len(keys) - 1) // 3  # ARGV: 2, then 3 per conversation and 2 per entry
+            sizes["join"].append((len(args) - 2 - 3 * conversations) // 2)
+            return await join(keys=keys, args=args)
+
+        async def counted_expire(keys: list[str], args: list[object]) -> Any:
+            sizes["expire"].append(int(args[1]))  # the entry budget of the call
+            return await expire(keys=keys, args=args)
+
+        presence._join, presence._expire = counted_join, counted_expire  # type: ignore[assignment]
+        try:
+            entries = [("c1", f"u{n:04}", "s") for n in range(1100)]
+            await presence.rejoin(entries, 100.0)
+            await presence.expire(100.0)
+            assert await presence.page("c1", None, 10) == PresencePage((), 0)
+        finally:
+            await presence.close()
+
+    run(scenario())
+    assert sizes["join"] == [CHUNK_ENTRIES, CHUNK_ENTRIES, 1100 - 2 * CHUNK_ENTRIES]
+    assert sizes["expire"] == [CHUNK_ENTRIES] * 3  # one conversation: three calls drain it
 
 
 def test_redis_transition_whose_reply_is_lost_is_still_announced_once(redis_host: str,

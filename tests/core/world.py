@@ -64,7 +64,6 @@ class World:
         self.slow: list[fx.Effect] = []
         self.received: dict[str, list[dict[str, Any]]] = {}
         self.closed: dict[str, int] = {}
-        self.published: list[tuple[str, dict[str, Any]]] = []  # Publish effects, in order
         # Observers for the property tests: a command about to run, each effect of it, each
         # frame as a client gets it.
         self.on_command: Callable[[c.Command], None] = lambda cmd: None
@@ -207,10 +206,7 @@ class World:
     # --- the stores -----------------------------------------------------------------------
 
     def _store(self, effect: fx.Effect) -> None:
-        if isinstance(effect, fx.Publish):
-            self.published.append((effect.channel, effect.frame))
-            self.broadcast(effect.channel, encode(effect.frame))
-        elif isinstance(effect, fx.LoadSession):
+        if isinstance(effect, fx.LoadSession):
             snapshot = _now(self.sessions.load(effect.session_id))
             self.submit(c.SessionLoaded(effect.conn_id, snapshot, self.now))
         elif isinstance(effect, fx.SaveSession):

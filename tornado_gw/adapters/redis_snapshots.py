@@ -48,6 +48,7 @@ from tornado_gw.core.ids import (
 from tornado_gw.ports import PresencePage, SessionSnapshot
 from tornado_gw.settings import Settings
 
+ScriptArg = str | int | float
 GC_TTL_S = 86400.0
 CHUNK_ENTRIES = 500  # presence entries per script call or MULTI: well under a millisecond of Redis
 _SWEEP_CONVERSATIONS = 100  # due conversations per sweep call
@@ -248,9 +249,10 @@ class _ExpiringStore(_RedisStore):
                                                       num=_SWEEP_CONVERSATIONS)
             if not due:
                 return
-            keys, args = [due_key], [repr(now), CHUNK_ENTRIES]
+            keys: list[str] = [due_key]
+            args: list[ScriptArg] = [repr(now), CHUNK_ENTRIES]
             for raw in due:
-                cid = raw.decode()
+                cid = raw.decode() if isinstance(raw, bytes) else str(raw)
                 keys += keys_of(cid)
                 args += [self._channel(cid), cid]
             with unavailable("expire"):
@@ -306,7 +308,7 @@ class RedisPresence(_ExpiringStore):
             for conversation_id, user_id, session_id in chunk:
                 by_conversation.setdefault(conversation_id, []).extend((user_id, session_id))
             keys = [presence_due_key(self._prefix)]
-            args: list[object] = [repr(expires_at), self._gc_ms]
+            args: list[ScriptArg] = [repr(expires_at), self._gc_ms]
             for conversation_id, pairs in by_conversation.items():
                 keys += self._keys(conversation_id)
                 args += [self._channel(conversation_id), conversation_id, len(pairs) // 2, *pairs]
@@ -314,7 +316,8 @@ class RedisPresence(_ExpiringStore):
                 await self._join(keys=keys, args=args)
 
     async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> None:
-        args = [user_id, session_id, repr(now), self._channel(conversation_id), conversation_id]
+        args: list[ScriptArg] = [user_id, session_id, repr(now), self._channel(conversation_id),
+                                 conversation_id]
         with unavailable("presence leave"):
             await self._leave(keys=self._keys(conversation_id), args=args)
 
@@ -345,7 +348,7 @@ class RedisPresence(_ExpiringStore):
 
     async def announce(self, conversation_id: str, list_limit: int) -> None:
         keys = self._keys(conversation_id)[1:]
-        args = [self._channel(conversation_id), conversation_id, list_limit]
+        args: list[ScriptArg] = [self._channel(conversation_id), conversation_id, list_limit]
         with unavailable("presence announce"):
             await self._announce(keys=keys, args=args)
 
@@ -372,7 +375,8 @@ class RedisTyping(_ExpiringStore):
 
     async def start(self, conversation_id: str, user_id: str, expires_at: float) -> None:
         keys = [typing_key(self._prefix, conversation_id), typing_due_key(self._prefix)]
-        args = [user_id, repr(expires_at), self._gc_ms, self._channel(conversation_id), conversation_id]
+        args: list[ScriptArg] = [user_id, repr(expires_at), self._gc_ms, self._channel(conversation_id),
+                                 conversation_id]
         with unavailable("typing start"):
             await self._start(keys=keys, args=args)
 

@@ -56,12 +56,6 @@ class UnsubscribeChannel:
 # --- performed by adapters, in order -------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Publish:
-    channel: str
-    frame: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class LoadSession:
     conn_id: ConnId
     session_id: str
@@ -169,7 +163,7 @@ class LoadGap:
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap, QueryPresence)
 
 Effect = (
-    SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
+    SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence | AnnouncePresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap

@@ -25,7 +25,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
@@ -210,10 +210,12 @@ def _parse_transition(payload: Any) -> tuple[str, list[str], list[str], int, lis
     cid, count, users = payload.get("conversation_id"), payload.get("count"), payload.get("users")
     joins, leaves = payload.get("joins"), payload.get("leaves")
     if (not isinstance(cid, str) or not isinstance(count, int) or isinstance(count, bool)
-            or not _is_ids(joins) or not _is_ids(leaves) or not (users is None or _is_ids(users))):
+            or not _is_ids(joins) or not _is_ids(leaves)):
+        return None
+    if users is not None and not _is_ids(users):
         return None
     return cid, joins, leaves, count, users
 
 
-def _is_ids(value: Any) -> bool:
+def _is_ids(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -127,9 +127,7 @@ class EffectRunner:
 
     async def _store_effect(self, effect: fx.Effect) -> None:
         a = self._adapters
-        if isinstance(effect, fx.Publish):
-            await a.broker.publish(effect.channel, self._encode(effect.frame))
-        elif isinstance(effect, fx.LoadSession):
+        if isinstance(effect, fx.LoadSession):
             snapshot = await a.sessions.load(effect.session_id)
             self._submit(c.SessionLoaded(effect.conn_id, snapshot, now()))
         elif isinstance(effect, fx.SaveSession):
