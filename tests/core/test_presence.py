@@ -129,6 +129,18 @@ def test_the_count_is_learnt_again_after_a_broker_outage() -> None:
     assert [d["count"] for d in diffs(take(w, "a"))][-1] == 2
 
 
+def test_a_batch_open_when_the_broker_comes_back_still_leaves() -> None:
+    w = room("a", "y")
+    login(w, "x", "x")
+    subscribe(w, "x", "c1")  # x in and y out are in the open batch: the count stays 2
+    unsubscribe(w, "y", "c1")
+    w.set_broker(False)
+    w.set_broker(True)  # the count is asked for again: still 2
+    w.settle()
+    batch(w)
+    assert online_lists(diffs(take(w, "a"))) == [(["x"], ["y"], 2)]
+
+
 def test_transitions_of_conversations_not_served_here_or_malformed_are_ignored() -> None:
     w = room("a")
     frame = frames.presence_transition("c9", ["x"], [], 1)

@@ -97,7 +97,7 @@ def transition_received(state: Gateway, payload: Any, at: float, out: Effects) -
     if room.listing:
         room.pending.extend((user_id, True) for user_id in joins)
         room.pending.extend((user_id, False) for user_id in leaves)
-    if joins or leaves or count != room.sent_count:
+    if room.pending or count != room.sent_count:
         _schedule(state, cid, room, at)
 
 
