@@ -89,6 +89,23 @@ def test_a_leave_never_overtakes_the_join_before_it() -> None:
     assert online_lists(diffs(take(w, "a"))) == [(["x"], [], 2), ([], ["x"], 1)]
 
 
+def test_a_diff_skips_closing_connections_and_waits_for_a_reply_in_progress() -> None:
+    """Written like any fan-out frame: a subscriber whose replay is being read gets the
+    diff once the replay is in, never before its reply."""
+    w = room("a", "b")
+    w.submit(c.CloseRequested("b", c.CloseCode.GOING_AWAY, "draining", w.now))
+    login(w, "x", "x")
+    w.submit(c.Subscribe("x", ("c1",), 0, w.now))
+    w.settle(slow=False)  # the replay read stays pending
+    w.now += w.state.limits.presence_batch_ms / 1000.0
+    w.submit(c.FlushPresence(w.now))
+    assert kinds(take(w, "x")) == ["subscribed"]
+    assert take(w, "b") == []
+    assert online_lists(diffs(take(w, "a"))) == [(["x"], [], 3)]
+    w.settle()
+    assert sorted(kinds(take(w, "x"))) == ["presence.diff", "replay.done"]
+
+
 def test_a_subscribers_own_join_is_in_the_diff() -> None:
     w = room("a")
     login(w, "b", "b")
@@ -145,8 +162,11 @@ def test_transitions_of_conversations_not_served_here_or_malformed_are_ignored()
     w = room("a")
     frame = frames.presence_transition("c9", ["x"], [], 1)
     assert w.submit(c.BrokerMessage("conv:c9", frames.encode(frame), frame, w.now)) == []
-    bad = {"type": "presence.transition", "payload": {"conversation_id": "c1", "joins": "x", "count": 1}}
-    assert w.submit(c.BrokerMessage("conv:c1", frames.encode(bad), bad, w.now)) == []
+    for payload in ({"conversation_id": "c1", "joins": "x", "count": 1}, "c1",
+                    {"conversation_id": "c1", "joins": [], "leaves": [], "count": True},
+                    {"conversation_id": "c1", "joins": [], "leaves": [], "count": 1, "users": "x"}):
+        bad = {"type": "presence.transition", "payload": payload}
+        assert w.submit(c.BrokerMessage("conv:c1", frames.encode(bad), bad, w.now)) == []
     batch(w)
     assert take(w, "a") == []
 

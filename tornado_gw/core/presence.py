@@ -122,13 +122,9 @@ def _flush(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> Non
         if joins or leaves or room.count != room.sent_count:
             _send(state, cid, room, frames.presence_diff(cid, joins, leaves, room.count), at, out)
         room.listing = room.count <= limits.presence_list_max
-    elif room.count > limits.presence_list_max:
-        if room.count == room.sent_count:
-            return
-        if at < room.sent_at + limits.presence_count_interval_s:
-            _set_due(state, cid, room, room.sent_at + limits.presence_count_interval_s)
-            return
-        _send(state, cid, room, frames.presence_diff(cid, (), (), room.count), at, out)
+    elif room.count > limits.presence_list_max:  # due no earlier than the interval (_schedule)
+        if room.count != room.sent_count:
+            _send(state, cid, room, frames.presence_diff(cid, (), (), room.count), at, out)
     else:  # back at or under the limit: hand out the whole list again (rule 4)
         room.relisting = True
         _ask(state, cid, room, at, out)
