@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -198,6 +199,7 @@ class MemoryPresence:
     def __init__(self, announce: Announce) -> None:
         self._announce = announce
         self._convs: dict[str, dict[str, dict[str, float]]] = {}
+        self._sorted: dict[str, list[str]] = {}  # conversation -> online user ids, in order, for pages
         self._deadlines = _Deadlines()
 
     async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> None:
@@ -213,7 +215,7 @@ class MemoryPresence:
         for other in [sid for sid, at in sessions.items() if at <= now]:
             del sessions[other]
         if not sessions:
-            _drop(self._convs, conversation_id, user_id)
+            self._offline(conversation_id, user_id)
             self._publish(conversation_id, [], [user_id])
 
     async def rejoin(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
@@ -222,6 +224,7 @@ class MemoryPresence:
             sessions = self._convs.setdefault(conversation_id, {}).setdefault(user_id, {})
             if not sessions:
                 joined.setdefault(conversation_id, []).append(user_id)
+                insort(self._sorted.setdefault(conversation_id, []), user_id)
             sessions[session_id] = expires_at
             self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
         for conversation_id, user_ids in joined.items():
@@ -235,12 +238,12 @@ class MemoryPresence:
                 self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
 
     async def page(self, conversation_id: str, after: str | None, limit: int) -> PresencePage:
-        users = self._convs.get(conversation_id, {})
-        ids = sorted(uid for uid in users if after is None or uid > after)
-        return PresencePage(tuple(ids[:limit]), len(users))
+        online = self._sorted.get(conversation_id, [])
+        start = 0 if after is None else bisect_right(online, after)
+        return PresencePage(tuple(online[start:start + limit]), len(online))
 
     async def announce(self, conversation_id: str, list_limit: int) -> None:
-        users = sorted(self._convs.get(conversation_id, {}))[:list_limit] if list_limit else None
+        users = self._sorted.get(conversation_id, [])[:list_limit] if list_limit else None
         self._publish(conversation_id, [], [], users)
 
     async def expire(self, now: float) -> None:
@@ -251,10 +254,17 @@ class MemoryPresence:
                 continue  # left, refreshed or re-joined since this deadline was pushed
             del sessions[session_id]
             if not sessions:
-                _drop(self._convs, conversation_id, user_id)
+                self._offline(conversation_id, user_id)
                 offline.setdefault(conversation_id, []).append(user_id)
         for conversation_id, user_ids in offline.items():
             self._publish(conversation_id, [], user_ids)
+
+    def _offline(self, conversation_id: str, user_id: str) -> None:
+        _drop(self._convs, conversation_id, user_id)
+        online = self._sorted[conversation_id]
+        del online[bisect_left(online, user_id)]
+        if not online:
+            del self._sorted[conversation_id]
 
     def _publish(self, conversation_id: str, joins: list[str], leaves: list[str],
                  users: list[str] | None = None) -> None:
