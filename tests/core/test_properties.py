@@ -14,6 +14,7 @@ resumes on a new connection, whose reply takes the old entries away.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -47,9 +48,11 @@ TimedEvents = Sequence[tuple[str, str, bool]]  # (channel, sender, before the br
 class GatewayMachine(RuleBasedStateMachine):
     """Clients drive the World; what they receive is checked as it arrives."""
 
+    limits = LIMITS
+
     def __init__(self) -> None:
         super().__init__()
-        self.w = World(LIMITS, MEMBERS)
+        self.w = World(self.limits, MEMBERS)
         self.w.on_frame = self._received
         self.w.on_command = self._before
         self.w.on_effect = self._effect
@@ -136,7 +139,7 @@ class GatewayMachine(RuleBasedStateMachine):
         conn = self.w.state.connections[cmd.conn_id]
         for cid in conn.conversations:
             if conn.user_id is not None and (cmd.conn_id, conv_channel(cid)) in self.floor:
-                self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + LIMITS.presence_grace_s
+                self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + self.limits.presence_grace_s
         for key in [k for k in self.floor if k[0] == cmd.conn_id]:
             del self.floor[key]
 
@@ -179,6 +182,13 @@ class GatewayMachine(RuleBasedStateMachine):
         self._step(c.Connect(conn_id, self.w.now))
         if user is not None:
             self._step(c.Authenticate(conn_id, user, None, None, None, f"s{self.count}", self.w.now))
+
+    @rule(cid=st.sampled_from(CONVS[:2]))
+    def crowd(self, cid: str) -> None:
+        """Every user joins ``cid`` on a new connection at once: the room fills up."""
+        for user in USERS:
+            self.connect(user)
+            self._step(c.Subscribe(f"k{self.count}", (cid,), None, self.w.now))
 
     @precondition(lambda self: self.w.state.connections)
     @rule(data=st.data(), user=st.sampled_from(USERS), resume=st.booleans(), own=st.booleans(),
@@ -342,3 +352,16 @@ GatewayMachine.TestCase.settings = settings(
     max_examples=400, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_gateway_invariants = GatewayMachine.TestCase
+
+
+class LargeRoomMachine(GatewayMachine):
+    """The same with ``presence_list_max`` 1: two users make a large room, so diffs turn to
+    counts, rooms shrink back to lists, and typing stops being fanned out, on every path."""
+
+    limits = replace(LIMITS, presence_list_max=1, presence_count_interval_s=2.0)
+
+
+LargeRoomMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_large_room_invariants = LargeRoomMachine.TestCase
