@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import ujson
 
-from tests.support.redis import RecordingSink, eventually, run
+from tests.support.redis import RecordingSink, eventually, repeat_until, run
 from tests.support.tcp_proxy import TcpProxy
 from tornado_gw.adapters.memory import (
     AllowAllMembership,
@@ -169,24 +169,10 @@ def test_sessions_expire_after_ttl(open_stores: OpenStores) -> None:
             async def poll() -> None:
                 loaded[0] = await sessions.load("s-short")
 
-            await _until(poll, lambda: loaded[0] is None, "the short session to expire")
+            await repeat_until(poll, lambda: loaded[0] is None, "the short session to expire")
             assert await sessions.load("s-long") is not None
 
     run(scenario())
-
-
-async def _until(step: Callable[[], Any], done: Callable[[], bool], what: str) -> None:
-    """Repeat the async ``step`` until ``done()`` (bounded by ``eventually``)."""
-    async def stepper() -> None:
-        while True:
-            await step()
-            await asyncio.sleep(0.02)
-
-    task = asyncio.ensure_future(stepper())
-    try:
-        await eventually(done, what)
-    finally:
-        task.cancel()
 
 
 # --- presence -------------------------------------------------------------------------------

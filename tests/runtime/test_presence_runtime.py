@@ -4,14 +4,13 @@ transport that records what each connection would be sent (CONTRACT §3 v2)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import ujson
 
-from tests.support.redis import eventually, run
+from tests.support.redis import eventually, repeat_until, run
 from tornado_gw.adapters.memory import AllowAllMembership
 from tornado_gw.adapters.redis_broker import RedisBroker
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
@@ -92,19 +91,13 @@ async def instances(settings: Settings, count: int, presence: RedisPresence | No
             await instance.stop()
 
 
-async def _flushing(running: list[Instance], until: Any, what: str) -> None:
-    """Flush the presence batches every 50 ms until ``until()`` holds."""
-    async def flusher() -> None:
-        while True:
-            for instance in running:
-                instance.flush()
-            await asyncio.sleep(0.05)
+async def _flushing(running: list[Instance], until: Callable[[], bool], what: str) -> None:
+    """Flush the presence batches (as the clock would) until ``until()`` holds."""
+    async def flush() -> None:
+        for instance in running:
+            instance.flush()
 
-    task = asyncio.ensure_future(flusher())
-    try:
-        await eventually(until, what)
-    finally:
-        task.cancel()
+    await repeat_until(flush, until, what)
 
 
 def test_runtime_batches_presence_across_instances_with_one_count(redis_host: str,
