@@ -24,8 +24,9 @@ def start_ticking(submit: Callable[[Command], None], interval_s: float) -> Perio
 
 
 def start_presence_flushing(submit: Callable[[Command], None], batch_ms: float) -> PeriodicCallback:
-    """Submit ``FlushPresence(now())`` four times per ``presence_batch_ms``: a batch leaves
-    at most a quarter of a batch after its time (``core/presence.py`` rule 3)."""
-    flusher = PeriodicCallback(lambda: submit(FlushPresence(now())), batch_ms / 4)
+    """Submit ``FlushPresence(now())`` four times per ``presence_batch_ms`` (at most every
+    10 ms): a batch leaves at most a quarter of a batch after its time (``core/presence.py``
+    rule 3)."""
+    flusher = PeriodicCallback(lambda: submit(FlushPresence(now())), max(batch_ms / 4, 10.0))
     flusher.start()
     return flusher
