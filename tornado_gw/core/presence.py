@@ -94,7 +94,8 @@ def transition_received(state: Gateway, payload: Any, at: float, out: Effects) -
     if users is not None and room.relisting:
         _relist(state, cid, room, users, at, out)
         return
-    if room.listing:
+    if room.listing and (joins or leaves):
+        room.pending = room.pending or []  # made on demand: most rooms are quiet
         room.pending.extend((user_id, True) for user_id in joins)
         room.pending.extend((user_id, False) for user_id in leaves)
     if room.pending or count != room.sent_count:
@@ -117,8 +118,8 @@ def _flush(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> Non
         return
     _set_due(state, cid, room, None)
     if room.listing:
-        joins, leaves = _net(room.pending)
-        room.pending.clear()
+        joins, leaves = _net(room.pending or [])
+        room.pending = None
         if joins or leaves or room.count != room.sent_count:
             _send(state, cid, room, frames.presence_diff(cid, joins, leaves, room.count), at, out)
         room.listing = room.count <= limits.presence_list_max
@@ -135,7 +136,7 @@ def _relist(state: Gateway, cid: str, room: Room, users: list[str], at: float, o
     order is in it, so the open batch starts again from here."""
     limit = state.limits.presence_list_max
     room.relisting = False
-    room.pending.clear()
+    room.pending = None
     _set_due(state, cid, room, None)
     next_after = users[-1] if users and room.count > len(users) else None
     _send(state, cid, room, frames.presence_state(cid, users, room.count, next_after), at, out)

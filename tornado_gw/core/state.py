@@ -95,7 +95,7 @@ class Room:
 
     count: int = 0
     known: bool = False  # a transition (with its count) arrived since the channel went live
-    pending: list[tuple[str, bool]] = field(default_factory=list)  # (user, online), in order
+    pending: list[tuple[str, bool]] | None = None  # (user, online) of the open batch, in order
     due_at: float | None = None  # when the open batch (or a large room's count) leaves
     listing: bool = True  # diffs list users; False: a large room, counts only
     relisting: bool = False  # back under the limit: waiting for the list
