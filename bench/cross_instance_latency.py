@@ -70,18 +70,21 @@ def parse_args() -> argparse.Namespace:
 
 
 @contextmanager
-def gateways(ports: list[int], redis_host: str, prefix: str, frames: int) -> Iterator[None]:
-    """Gateway processes with the inbound limits lifted; terminated on exit."""
+def gateways(ports: list[int], redis_host: str, prefix: str, frames: int,
+             **settings: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Gateway processes with the inbound limits lifted (and ``settings`` as
+    ``WSGATEWAY_*`` variables); terminated on exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGATEWAY_", "REDIS_", "POSTGRES_"))}
     env.update(JWT_SECRET=SECRET, REDIS_HOST=redis_host, LOGGER_LEVEL="warning", WSGATEWAY_PREFIX=prefix,
                WSGATEWAY_RATE_LIMIT_PER_S="100000", WSGATEWAY_RATE_LIMIT_BURST="100000",
                WSGATEWAY_MAX_SUBSCRIPTIONS=str(frames + 10), WSGATEWAY_TYPING_TTL_S="600")
+    env.update({f"WSGATEWAY_{name.upper()}": value for name, value in settings.items()})
     procs = [subprocess.Popen([sys.executable, "-m", "tornado_gw", f"--port={port}"], cwd=ROOT,
                               env={**env, "WSGATEWAY_PORT": str(port)}) for port in ports]
     try:
         for port, proc in zip(ports, procs, strict=True):
             _wait_healthy(port, proc)
-        yield
+        yield procs
     finally:
         for proc in procs:
             proc.terminate()
@@ -112,6 +115,7 @@ class Receiver:
         self.ws = ws
         self.arrived: dict[str, dict[str, int]] = {kind: {} for kind in self.KEYS}
         self.counts: Counter[str] = Counter()
+        self.settled: set[str] = set()  # conversations whose presence.diff showed 2 users online
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -120,6 +124,8 @@ class Receiver:
             frame = ujson.loads(raw)
             kind = frame.get("type")
             self.counts[kind] += 1
+            if kind == "presence.diff" and frame["payload"]["count"] == 2:
+                self.settled.add(frame["payload"]["conversation_id"])
             if kind in self.KEYS:
                 self.arrived[kind][str(frame["payload"][self.KEYS[kind]])] = now
 
@@ -201,9 +207,9 @@ async def run(args: argparse.Namespace) -> None:
             on_b = Receiver(await client(ports[1], "bob", [CONVERSATION, *typing_conversations]))
             typist = await client(ports[0], "carol", typing_conversations)
             # measure on a quiet system: bob's and carol's online announcements first
-            wanted = 2 * len(typing_conversations) + 1
-            await _until(lambda: on_b.counts["presence.update"] >= wanted, 60.0,
-                         lambda: f"presence announcements: {on_b.counts['presence.update']} of {wanted}")
+            wanted = len(typing_conversations) + 1
+            await _until(lambda: len(on_b.settled) >= wanted, 60.0,
+                         lambda: f"conversations whose presence reached bob: {len(on_b.settled)} of {wanted}")
             published = await measure_publish(redis, prefix, [on_a, on_b], args.frames, interval_s)
             typed = await measure_typing(typist, on_b, typing_conversations, args.typing_interval_ms / 1000)
             for ws in (on_a.ws, on_b.ws, typist):

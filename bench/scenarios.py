@@ -84,7 +84,7 @@ def serving(peer: Peer, ctx: Context) -> Iterator[tuple[RunningPeer, Fleet]]:
 def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], first_user: int = 0,
             quiet_s: float = 2.0) -> None:
     """Open one connection per membership list, then wait until the server has announced the
-    joins (tornado_gw sends presence.update to every member): any failure fails the run."""
+    joins (tornado_gw sends presence.diff frames to the members): any failure fails the run."""
     ready = fleet.add(make_clients(memberships, first_user), timeout_s=120)
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
@@ -94,9 +94,8 @@ def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], fir
 
 def quiesce(server: RunningPeer, fleet: Fleet, quiet_s: float = 2.0, max_s: float = 180.0) -> None:
     """Wait until the server is idle: no unmeasured frame for ``quiet_s`` and under a tenth
-    of a core. tornado_gw spends seconds in Redis before its presence announcements start
-    (250,000 frames for the fanout layout, 1,000,000 for `latency`), so frames alone would
-    look quiet too early."""
+    of a core. tornado_gw may spend seconds in Redis on the joins before its presence
+    diffs go out, so frames alone could look quiet too early."""
     deadline = time.monotonic() + max_s
     last_other, since = -1, time.monotonic()
     cpu_us, at = server.cpu_us(), time.monotonic()

@@ -39,7 +39,7 @@ class Stats:
     def __init__(self) -> None:
         self.received = 0
         self.warm = 0
-        self.other = 0  # frames that are neither measured nor warm-up, e.g. presence.update
+        self.other = 0  # frames that are neither measured nor warm-up, e.g. presence.diff
         self.dropped = 0
         self.stopping = False
         self.latencies_us = array("q")

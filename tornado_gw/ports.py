@@ -10,7 +10,7 @@ from a clock inside an adapter method, so tests can drive them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,49 +121,75 @@ class SessionStore(Protocol):
     async def delete(self, session_id: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PresencePage:
+    """Online users of one conversation after some id, in code-point order, with the
+    count of all online users."""
+
+    user_ids: tuple[str, ...]
+    count: int
+
+
+Announce = Callable[[str, bytes], None]
+"""Publish encoded ``data`` on a channel (no prefix): what an in-process store
+uses to announce its transitions through the broker."""
+
+
 class PresenceStore(Protocol):
     """Who is online where, per connection with its own expiry (PITFALLS 10).
 
     The ``session_id`` arguments name one connection's presence entry (a resumed
     session gets a new one, so a late close of its old connection cannot take
     the user offline). A user is online in a conversation while at least one of
-    their entries there has not expired. Each transition is reported to exactly one caller
-    cluster-wide, so it is announced once."""
+    their entries there has not expired.
 
-    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
-        """Add or refresh the session; True when the user was not online there before."""
+    Transitions (a user's first entry in, last one out) are announced by the store
+    itself, in the same atomic step that makes them: one ``presence.transition``
+    frame (``frames.presence_transition``, with the count after it) on the
+    conversation's channel per step and conversation. So each one is announced
+    exactly once cluster-wide, in the order they happened, even when the caller gives
+    up waiting for the answer (ISSUE 9.5); a call that never ran is reconciled by the
+    next refresh or by expiry. Calls are idempotent."""
 
-    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
-        """Remove the session; True when the user has no other live session there."""
+    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> None:
+        """Add or refresh the session; announces the user online if they were not."""
 
-    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
-                     expires_at: float) -> list[tuple[str, str]]:
-        """``join`` for many live sessions at once (in one round trip): set their expiry,
-        re-creating entries that were lost (e.g. expired while Redis was away); returns
-        ``(conversation_id, user_id)`` for each user that thereby came online."""
+    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> None:
+        """Remove the session (and the user's other sessions there expired by ``now``);
+        announces the user offline when none is left."""
+
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        """``join`` for many live sessions ``(conversation_id, user_id, session_id)``, in
+        bounded chunks: set their expiry, re-creating entries that were lost (e.g. expired
+        while Redis was away) and announcing the users that thereby came online."""
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
-        """Set the expiry of ``(conversation_id, user_id, session_id)`` entries that still
-        exist to ``expires_at``, earlier or later: live sessions push it forward, a
-        disconnect pulls it in to ``presence_grace_s`` from now."""
+        """Set the expiry of entries that still exist to ``expires_at``, earlier or later
+        (a disconnect pulls it in to ``presence_grace_s`` from now), in bounded chunks."""
 
-    async def online(self, conversation_id: str, now: float) -> list[str]:
-        """User ids online in the conversation, sorted."""
+    async def page(self, conversation_id: str, after: str | None, limit: int) -> PresencePage:
+        """At most ``limit`` online user ids greater than ``after``, read in one bounded call."""
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        """Drop sessions expired by ``now``; ``(conversation_id, user_id)`` for each
-        user that thereby went offline, each returned to one caller only."""
+    async def announce(self, conversation_id: str, list_limit: int) -> None:
+        """Publish a ``presence.transition`` with no joins or leaves and the current count
+        (and, when ``list_limit`` > 0, ``users``: the first ``list_limit`` online ids), in
+        order with the conversation's transitions."""
+
+    async def expire(self, now: float) -> None:
+        """Drop sessions expired by ``now``, in bounded chunks; announces the users that
+        thereby went offline."""
 
 
 class TypingStore(Protocol):
-    """Who is typing where; an entry lives ``typing_ttl_s`` after the last ``typing``."""
+    """Who is typing where; an entry lives ``typing_ttl_s`` after the last ``typing``.
+    Like presence, the store announces its own transitions (``typing.start`` /
+    ``typing.stop`` client frames on the conversation's channel) atomically with them."""
 
-    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> bool:
-        """Add or refresh; True when the user was not typing there (announce start)."""
+    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> None:
+        """Add or refresh; announces ``typing.start`` when the user was not typing there."""
 
-    async def stop(self, conversation_id: str, user_id: str) -> bool:
-        """Remove; True when the user was typing there (announce stop)."""
+    async def stop(self, conversation_id: str, user_id: str) -> None:
+        """Remove; announces ``typing.stop`` when the user was typing there."""
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        """Drop entries expired by ``now``; each ``(conversation_id, user_id)``
-        returned to one caller only (announce stop)."""
+    async def expire(self, now: float) -> None:
+        """Drop entries expired by ``now``, announcing ``typing.stop`` for each."""

@@ -22,7 +22,7 @@ from tornado_gw.core.commands import CloseRequested, LogHeadKnown
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.state import Gateway, Limits
 from tornado_gw.ports import DependencyUnavailable
-from tornado_gw.runtime.clock import now, start_ticking
+from tornado_gw.runtime.clock import now, start_presence_flushing, start_ticking
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
@@ -73,6 +73,7 @@ class GatewayServer:
         # Workers of one supervisor share the port; the kernel spreads connections over them.
         self.http_server = app.listen(settings.port, xheaders=False, reuse_port=settings.workers > 1)
         self.ticker = start_ticking(self.dispatcher.submit, settings.tick_interval_s)
+        self.flusher = start_presence_flushing(self.dispatcher.submit, settings.presence_batch_ms)
         self.head_task = asyncio.get_running_loop().create_task(self._learn_log_head())
         log.info("= listening on port %d (%s)", settings.port, self.wiring.description)
 
@@ -109,6 +110,7 @@ class GatewayServer:
 
     async def stop(self, flush_timeout_s: float) -> None:
         self.ticker.stop()
+        self.flusher.stop()
         self.head_task.cancel()
         if self.http_server is not None:
             self.http_server.stop()

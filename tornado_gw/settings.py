@@ -61,6 +61,9 @@ class Settings:
     rate_limit_burst: int = 100
     outbound_buffer_bytes: int = 1048576
     replay_max_events: int = 1000
+    presence_batch_ms: float = 250.0
+    presence_list_max: int = 200
+    presence_count_interval_s: float = 10.0
     shutdown_timeout_s: float = 10.0
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_leeway_s: float = 10.0
@@ -247,6 +250,9 @@ _PARSERS: dict[str, Parser] = {
     "rate_limit_burst": _integer(1),
     "outbound_buffer_bytes": _integer(1),
     "replay_max_events": _integer(1),
+    "presence_batch_ms": _SECONDS,
+    "presence_list_max": _integer(0),
+    "presence_count_interval_s": _SECONDS,
     "shutdown_timeout_s": _SECONDS,
     "jwt_algorithms": _algorithms,
     "jwt_leeway_s": _number(allow_zero=True),

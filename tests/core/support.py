@@ -127,11 +127,12 @@ def disconnect(w: World, conn_id: str) -> None:
 
 def room(*users: str, cid: str = "c1", **limits: Any) -> World:
     """One connection per user (conn id = user id), subscribed to ``cid`` in this order;
-    what they received so far is taken."""
+    what they received so far (presence batches included) is taken."""
     w = world(**limits)
     for user in users:
         login(w, user, user)
         subscribe(w, user, cid)
+    batch(w)
     for user in users:
         take(w, user)
     return w
@@ -150,6 +151,26 @@ def numbered(w: World, conn_id: str) -> list[int]:
 
 
 def online_updates(frames: Sequence[Frame]) -> list[tuple[str, str, str]]:
-    """(conversation, user, status) of each ``presence.update`` received."""
-    return [(f["payload"]["conversation_id"], f["payload"]["user_id"], f["payload"]["status"])
-            for f in frames if f["type"] == "presence.update"]
+    """(conversation, user, "online" or "offline") for each join and leave of the
+    ``presence.diff`` frames received, in order."""
+    changes = []
+    for f in frames:
+        if f["type"] == "presence.diff":
+            payload = f["payload"]
+            changes += [(payload["conversation_id"], uid, "online") for uid in payload["joins"]]
+            changes += [(payload["conversation_id"], uid, "offline") for uid in payload["leaves"]]
+    return changes
+
+
+def payloads(frames: Sequence[Frame], frame_type: str) -> list[dict[str, Any]]:
+    """The payloads of the ``frame_type`` frames received, in order."""
+    return [f["payload"] for f in frames if f["type"] == frame_type]
+
+
+def diffs(frames: Sequence[Frame]) -> list[dict[str, Any]]:
+    return payloads(frames, "presence.diff")
+
+
+def batch(w: World) -> None:
+    """Let one ``presence_batch_ms`` pass, so the open presence batches leave."""
+    w.flush_presence(w.state.limits.presence_batch_ms / 1000.0)

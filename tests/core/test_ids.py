@@ -42,5 +42,15 @@ def test_ids_validate_channels(channel: Any, valid: bool) -> None:
 
 def test_ids_build_keys_under_the_prefix() -> None:
     assert ids.session_key("ws:", "s1") == "ws:session:s1"
-    assert ids.presence_key("t1:", "c1") == "t1:presence:c1"
-    assert ids.typing_key("ws:", "c1") == "ws:typing:c1"
+    assert ids.presence_key("t1:", "c1") == "t1:{presence}:sessions:c1"
+    assert ids.typing_key("ws:", "c1") == "ws:{typing}:c1"
+
+
+def test_ids_keys_of_one_store_share_a_hash_tag() -> None:
+    """ISSUE 9.11: every key a store script touches lands on one Redis Cluster slot."""
+    presence = [ids.presence_key("ws:", "c1"), ids.presence_users_key("ws:", "c2"),
+                ids.presence_ids_key("ws:", "c3"), ids.presence_due_key("ws:")]
+    typing = [ids.typing_key("ws:", "c1"), ids.typing_due_key("ws:")]
+    for keys, tag in ((presence, "presence"), (typing, "typing")):
+        assert {key[key.index("{") + 1:key.index("}")] for key in keys} == {tag}
+        assert all(key.startswith("ws:") for key in keys)

@@ -60,7 +60,19 @@ def test_parse_unsubscribe_deduplicates_ids() -> None:
 def test_parse_typing_and_presence_query() -> None:
     assert parse({"type": "typing", "payload": {"conversation_id": "c-1"}}) == c.Typing("a", "c-1", AT)
     query = parse({"type": "presence.query", "payload": {"conversation_id": "c:1@x"}})
-    assert query == c.PresenceQuery("a", "c:1@x", AT)
+    assert query == c.PresenceQuery("a", "c:1@x", None, 500, AT)
+    payload = {"conversation_id": "c1", "limit": 1000, "after": "u9"}
+    query = parse({"type": "presence.query", "payload": payload})
+    assert query == c.PresenceQuery("a", "c1", "u9", 1000, AT)
+
+
+@pytest.mark.parametrize("extra", [{"limit": 0}, {"limit": 1001}, {"limit": "5"}, {"limit": True},
+                                   {"limit": 2.5}, {"after": ""}, {"after": 7}, {"after": "a|b"}])
+def test_parse_presence_query_bounds_limit_and_after(extra: dict[str, object]) -> None:
+    """CONTRACT §3: ``limit`` 1-1000, ``after`` a user id (a ``next`` from before)."""
+    cmd = parse({"type": "presence.query", "payload": {"conversation_id": "c1", **extra}})
+    assert isinstance(cmd, c.BadFrame) and cmd.code is ErrorCode.INVALID_MESSAGE
+    assert cmd.ref_type == "presence.query"
 
 
 @pytest.mark.parametrize("frame", [{"type": "ping"}, {"type": "ping", "payload": {}},

@@ -14,6 +14,7 @@ resumes on a new connection, whose reply takes the old entries away.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -47,9 +48,11 @@ TimedEvents = Sequence[tuple[str, str, bool]]  # (channel, sender, before the br
 class GatewayMachine(RuleBasedStateMachine):
     """Clients drive the World; what they receive is checked as it arrives."""
 
+    limits = LIMITS
+
     def __init__(self) -> None:
         super().__init__()
-        self.w = World(LIMITS, MEMBERS)
+        self.w = World(self.limits, MEMBERS)
         self.w.on_frame = self._received
         self.w.on_command = self._before
         self.w.on_effect = self._effect
@@ -64,6 +67,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.replaying: dict[str, tuple[list[str], int]] = {}  # conn -> (fresh channels, last_seq)
         self.grace: dict[tuple[str, str, str], float] = {}  # (cid, user, conn) -> offline at
         self.presence_conn: dict[str, str] = {}  # presence id -> the connection it names
+        self.counts: dict[tuple[str, str], int] = {}  # (conn, cid) -> last presence count received
         self.violations: list[str] = []
 
     # --- what clients observe ----------------------------------------------------------------
@@ -77,6 +81,8 @@ class GatewayMachine(RuleBasedStateMachine):
         elif kind == "unsubscribed":
             for cid in payload["conversation_ids"]:
                 self.floor.pop((conn_id, conv_channel(cid)), None)
+        elif kind in ("presence.diff", "presence.state"):
+            self.counts[(conn_id, payload["conversation_id"])] = payload["count"]
         elif kind == "replay.done":
             self._replayed(conn_id, payload["recovered"])
         elif kind in ("typing.start", "typing.stop") and payload["user_id"] == self.user_of.get(conn_id):
@@ -93,6 +99,8 @@ class GatewayMachine(RuleBasedStateMachine):
 
     def _live(self, conn_id: str, channels: list[str]) -> None:
         self.fresh[conn_id] = [ch for ch in channels if (conn_id, ch) not in self.floor]
+        for channel in self.fresh[conn_id]:  # counts received before this subscription are history
+            self.counts.pop((conn_id, conversation_of(channel) or ""), None)
         for channel in channels:
             self.floor.setdefault((conn_id, channel), len(self.w.log))
 
@@ -131,7 +139,7 @@ class GatewayMachine(RuleBasedStateMachine):
         conn = self.w.state.connections[cmd.conn_id]
         for cid in conn.conversations:
             if conn.user_id is not None and (cmd.conn_id, conv_channel(cid)) in self.floor:
-                self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + LIMITS.presence_grace_s
+                self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + self.limits.presence_grace_s
         for key in [k for k in self.floor if k[0] == cmd.conn_id]:
             del self.floor[key]
 
@@ -175,6 +183,13 @@ class GatewayMachine(RuleBasedStateMachine):
         if user is not None:
             self._step(c.Authenticate(conn_id, user, None, None, None, f"s{self.count}", self.w.now))
 
+    @rule(cid=st.sampled_from(CONVS[:2]))
+    def crowd(self, cid: str) -> None:
+        """Every user joins ``cid`` on a new connection at once: the room fills up."""
+        for user in USERS:
+            self.connect(user)
+            self._step(c.Subscribe(f"k{self.count}", (cid,), None, self.w.now))
+
     @precondition(lambda self: self.w.state.connections)
     @rule(data=st.data(), user=st.sampled_from(USERS), resume=st.booleans(), own=st.booleans(),
           with_last_seq=st.booleans(), hold=st.booleans(), during=timed_events)
@@ -210,7 +225,8 @@ class GatewayMachine(RuleBasedStateMachine):
     @rule(data=st.data(), cid=st.sampled_from(CONVS), query=st.booleans())
     def typing_or_query(self, data: st.DataObject, cid: str, query: bool) -> None:
         conn_id = self._pick(data)
-        self._step(c.PresenceQuery(conn_id, cid, self.w.now) if query else c.Typing(conn_id, cid, self.w.now))
+        now = self.w.now
+        self._step(c.PresenceQuery(conn_id, cid, None, 1, now) if query else c.Typing(conn_id, cid, now))
 
     @rule(channel=channels, sender=st.sampled_from(USERS))
     def publish(self, channel: str, sender: str) -> None:
@@ -293,6 +309,23 @@ class GatewayMachine(RuleBasedStateMachine):
             assert set(self.w.online(cid)) == expected, (cid, self.w.online(cid), expected)
 
     @invariant()
+    def presence_count_is_the_number_of_online_users_once_settled(self) -> None:
+        """CONTRACT §3 (v2): once the broker is up, nothing is in flight and no batch is open,
+        every room's count, and the last count each subscriber received, is the number of
+        users with a live (or lingering) session there."""
+        w = self.w
+        if not w.broker_up or w.slow or w.loop or w.serial or w.state.rooms_due:
+            return
+        for cid, room in w.state.rooms.items():
+            online = len(w.online(cid))
+            assert room.known and room.count == online, (cid, room, online)
+            for conn in self._live_conns():
+                received = self.counts.get((conn.conn_id, cid))
+                subscribed = (conn.conn_id, conv_channel(cid)) in self.floor
+                if conn.op is None and subscribed and received is not None:
+                    assert received == online, (conn.conn_id, cid, received, online)
+
+    @invariant()
     def typing_ends_with_the_typists_last_subscribed_session(self) -> None:
         """CONTRACT §3: ``typing.stop`` at once when the user's last session there leaves."""
         for cid in CONVS:
@@ -319,3 +352,16 @@ GatewayMachine.TestCase.settings = settings(
     max_examples=400, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_gateway_invariants = GatewayMachine.TestCase
+
+
+class LargeRoomMachine(GatewayMachine):
+    """The same with ``presence_list_max`` 1: two users make a large room, so diffs turn to
+    counts, rooms shrink back to lists, and typing stops being fanned out, on every path."""
+
+    limits = replace(LIMITS, presence_list_max=1, presence_count_interval_s=2.0)
+
+
+LargeRoomMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_large_room_invariants = LargeRoomMachine.TestCase

@@ -202,7 +202,7 @@ def test_auth_required_before_other_commands() -> None:
     for cmd, ref_type in [(c.Subscribe("a", ("c1",), None, AT), "subscribe"),
                           (c.Unsubscribe("a", ("c1",), AT), "unsubscribe"),
                           (c.Typing("a", "c1", AT), "typing"),
-                          (c.PresenceQuery("a", "c1", AT), "presence.query")]:
+                          (c.PresenceQuery("a", "c1", None, 500, AT), "presence.query")]:
         assert error_codes(handle(state, cmd), "a") == [("unauthenticated", ref_type)]
     assert state.subscribers == {}
     assert sent(handle(state, c.Ping("a", AT)), "a", "pong") == [{}]

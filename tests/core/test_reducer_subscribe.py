@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from tests.core.support import (
+    batch,
     closes,
     connect,
+    diffs,
     disconnect,
     error_codes,
     kinds,
     login,
     of,
     online_updates,
+    payloads,
     room,
     saved,
     sent,
@@ -22,6 +25,7 @@ from tests.core.support import (
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core.state import Phase
+from tornado_gw.ports import PresencePage
 
 
 def test_subscribe_replies_only_after_the_channel_is_live() -> None:
@@ -30,8 +34,10 @@ def test_subscribe_replies_only_after_the_channel_is_live() -> None:
     effects = w.submit(c.Subscribe("a", ("c1", "c2"), None, w.now))
     assert {e.channel for e in of(effects, fx.SubscribeChannel)} == {"conv:c1", "conv:c2"}
     assert sent(effects, "a", "subscribed") == []
-    assert w.submit(c.ChannelReady("conv:c1", w.now)) == []  # one of two: still waiting
+    # One of two: still waiting; the conversation's count is asked for first.
+    assert w.submit(c.ChannelReady("conv:c1", w.now)) == [fx.AnnouncePresence("c1", 0)]
     effects = w.submit(c.ChannelReady("conv:c2", w.now))
+    assert of(effects, fx.AnnouncePresence) == [fx.AnnouncePresence("c2", 0)]
     assert sent(effects, "a", "subscribed") == [{"conversation_ids": ["c1", "c2"], "denied": []}]
     assert [(j.conversation_id, j.user_id, j.session_id) for j in of(effects, fx.JoinPresence)] == [
         ("c1", "u1", "s-a"), ("c2", "u1", "s-a")]
@@ -169,48 +175,56 @@ def test_presence_online_when_the_first_session_subscribes_offline_when_the_last
     login(w, "a", "u1")
     login(w, "b", "u2")
     subscribe(w, "b", "c1")
-    assert online_updates(take(w, "b")) == []
+    batch(w)
+    assert diffs(take(w, "b")) == [{"conversation_id": "c1", "joins": ["u2"], "leaves": [], "count": 1}]
     subscribe(w, "a", "c1")
-    assert w.published == [("conv:c1", {"type": "presence.update", "payload": {
-        "conversation_id": "c1", "user_id": "u2", "status": "online"}}),
-        ("conv:c1", {"type": "presence.update", "payload": {
-            "conversation_id": "c1", "user_id": "u1", "status": "online"}})]
-    assert online_updates(take(w, "b")) == [("c1", "u1", "online")]
+    batch(w)
+    assert diffs(take(w, "b")) == [{"conversation_id": "c1", "joins": ["u1"], "leaves": [], "count": 2}]
     login(w, "a2", "u1")
     subscribe(w, "a2", "c1")  # a second session of u1: no new announcement
     unsubscribe(w, "a", "c1")
+    batch(w)
     assert online_updates(take(w, "b")) == []
     unsubscribe(w, "a2", "c1")
-    assert online_updates(take(w, "b")) == [("c1", "u1", "offline")]
+    batch(w)
+    assert diffs(take(w, "b")) == [{"conversation_id": "c1", "joins": [], "leaves": ["u1"], "count": 1}]
 
 
-def test_presence_query_lists_who_is_online() -> None:
-    w = room("a", "b")
-    effects = w.submit(c.PresenceQuery("a", "c1", w.now))
-    assert of(effects, fx.QueryPresence) == [fx.QueryPresence("a", "c1", w.now)]
+def test_presence_query_pages_through_who_is_online() -> None:
+    """CONTRACT §3: sorted by id, at most ``limit``, ``next`` until no user follows."""
+    w = room("d", "a", "c", "b")
+    effects = w.submit(c.PresenceQuery("a", "c1", None, 3, w.now))
+    assert of(effects, fx.QueryPresence) == [fx.QueryPresence("a", "c1", None, 3)]
     w.settle()
-    assert [f["payload"] for f in take(w, "a")] == [{"conversation_id": "c1", "user_ids": ["a", "b"]}]
+    assert payloads(take(w, "a"), "presence.state") == [
+        {"conversation_id": "c1", "user_ids": ["a", "b", "c"], "count": 4, "next": "c"}]
+    w.submit(c.PresenceQuery("a", "c1", "c", 3, w.now))
+    w.settle()
+    assert payloads(take(w, "a"), "presence.state") == [
+        {"conversation_id": "c1", "user_ids": ["d"], "count": 4, "next": None}]
+
+
+def test_presence_query_unavailable_store_is_an_error() -> None:
+    w = room("a")
+    w.submit(c.EffectFailed(fx.QueryPresence("a", "c1", None, 10), "no answer within 4 s", w.now))
+    assert [(p["code"], p["ref_type"]) for p in payloads(take(w, "a"), "error")] == [
+        ("unavailable", "presence.query")]
 
 
 def test_presence_query_needs_a_subscription() -> None:
     w = world()
     login(w, "a", "u1")
-    assert error_codes(w.submit(c.PresenceQuery("a", "c1", w.now)), "a") == [("forbidden", "presence.query")]
+    query = c.PresenceQuery("a", "c1", None, 500, w.now)
+    assert error_codes(w.submit(query), "a") == [("forbidden", "presence.query")]
 
 
 def test_presence_answer_for_a_closing_or_gone_connection_is_dropped() -> None:
     w = world()
     login(w, "a", "u1")
     w.submit(c.CloseRequested("a", c.CloseCode.SLOW_CONSUMER, "slow consumer", w.now))
-    assert w.submit(c.PresenceListed("a", "c1", ("u1",), w.now)) == []
-    assert w.submit(c.PresenceListed("ghost", "c1", ("u1",), w.now)) == []
-
-
-def test_presence_change_is_published_to_the_conversation() -> None:
-    w = world()
-    effects = w.submit(c.PresenceChanged("c1", "u1", False, w.now))
-    assert effects == [fx.Publish("conv:c1", {"type": "presence.update", "payload": {
-        "conversation_id": "c1", "user_id": "u1", "status": "offline"}})]
+    page = PresencePage(("u1",), 1)
+    assert w.submit(c.PresencePageLoaded("a", "c1", 10, page, w.now)) == []
+    assert w.submit(c.PresencePageLoaded("ghost", "c1", 10, page, w.now)) == []
 
 
 def test_presence_leaves_at_once_when_a_resumed_session_unsubscribes() -> None:
@@ -218,8 +232,10 @@ def test_presence_leaves_at_once_when_a_resumed_session_unsubscribes() -> None:
     w = room("b", "a")
     disconnect(w, "a")
     login(w, "a2", "a", session_id="s-a")  # resumed: c1 comes back, no flap
+    batch(w)
     assert online_updates(take(w, "b")) == []
     unsubscribe(w, "a2", "c1")
+    batch(w)
     assert online_updates(take(w, "b")) == [("c1", "a", "offline")]
 
 
@@ -229,10 +245,12 @@ def test_resuming_a_session_whose_connection_is_still_open_keeps_that_connection
     w = room("b", "a")
     login(w, "a2", "a", session_id="s-a")  # "a" is still open and in c1
     unsubscribe(w, "a2", "c1")
+    batch(w)
     assert online_updates(take(w, "b")) == []
     assert w.online("c1") == ["a", "b"]
     disconnect(w, "a")
     w.advance(w.state.limits.presence_grace_s + 1)
+    batch(w)
     assert online_updates(take(w, "b")) == [("c1", "a", "offline")]
 
 
@@ -276,8 +294,10 @@ def test_disconnect_announces_offline_after_the_grace_period() -> None:
     w = room("b", "a", presence_grace_s=15.0, presence_ttl_s=90.0)
     disconnect(w, "a")
     w.advance(14.0)
+    batch(w)
     assert online_updates(take(w, "b")) == []
     w.advance(2.0)
+    batch(w)
     assert online_updates(take(w, "b")) == [("c1", "a", "offline")]
     assert w.online("c1") == ["b"]
 
@@ -288,6 +308,7 @@ def test_disconnect_then_quick_resume_does_not_flap() -> None:
     w.advance(5.0)
     login(w, "a2", "a", session_id="s-a")
     w.advance(20.0)
+    batch(w)
     assert online_updates(take(w, "b")) == []
     assert w.online("c1") == ["a", "b"]
 

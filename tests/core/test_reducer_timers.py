@@ -167,7 +167,10 @@ def test_broker_back_up_reads_the_gap_from_where_the_stream_stopped() -> None:
     assert w.set_broker(False) == []
     w.submit(c.LogHeadKnown(50, w.now))  # learnt during the outage: not where the stream stopped
     assert w.set_broker(False) == []
-    assert w.set_broker(True) == [fx.LoadGap(("conv:c1", "conv:c2", "user:u1"), 9)]
+    effects = w.set_broker(True)
+    assert of(effects, fx.LoadGap) == [fx.LoadGap(("conv:c1", "conv:c2", "user:u1"), 9)]
+    # presence transitions may have been lost too: every room learns its count again
+    assert {e.conversation_id for e in of(effects, fx.AnnouncePresence)} == {"c1", "c2"}
     assert w.set_broker(True) == []  # up without a loss: nothing was missed
 
 

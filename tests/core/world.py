@@ -55,10 +55,9 @@ class World:
         self.now = T0
         self.members = members  # user -> conversations they may join; None: anyone anywhere
         self.sessions = MemorySessions(clock=lambda: self.now)
-        self.presence = MemoryPresence()
-        self.typing = MemoryTyping()
-        self.writer = presence_writes.PresenceWriter(self.presence, self.typing, self.submit,
-                                                     lambda: self.now)
+        self.presence = MemoryPresence(self.broadcast)
+        self.typing = MemoryTyping(self.broadcast)
+        self.writer = presence_writes.PresenceWriter(self.presence, self.typing)
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -70,7 +69,6 @@ class World:
         self.slow: list[fx.Effect] = []
         self.received: dict[str, list[dict[str, Any]]] = {}
         self.closed: dict[str, int] = {}
-        self.published: list[tuple[str, dict[str, Any]]] = []  # Publish effects, in order
         # Observers for the property tests: a command about to run, each effect of it, each
         # frame as a client gets it.
         self.on_command: Callable[[c.Command], None] = lambda cmd: None
@@ -163,9 +161,18 @@ class World:
             self.submit(c.GapLoaded(effect.channels, messages, True, self.now))
 
     def advance(self, seconds: float) -> list[fx.Effect]:
-        """Let time pass, as the clock would: one ``Tick``, then everything it started."""
+        """Let time pass, as the clock would: one ``Tick`` and one ``FlushPresence``, then
+        everything they started."""
         self.now += seconds
         effects = self.submit(c.Tick(self.now))
+        effects += self.submit(c.FlushPresence(self.now))
+        self.settle()
+        return effects
+
+    def flush_presence(self, seconds: float) -> list[fx.Effect]:
+        """Let ``seconds`` pass with only the presence batches ticking (no ``Tick``)."""
+        self.now += seconds
+        effects = self.submit(c.FlushPresence(self.now))
         self.settle()
         return effects
 
@@ -204,10 +211,7 @@ class World:
     def _store(self, effect: fx.Effect) -> None:
         """Run one store effect through the runtime's own code (``runtime/reads.py``,
         ``runtime/presence_writes.py``) on the in-process adapters."""
-        if isinstance(effect, fx.Publish):
-            self.published.append((effect.channel, effect.frame))
-            self.broadcast(effect.channel, encode(effect.frame))
-        elif isinstance(effect, fx.SaveSession):
+        if isinstance(effect, fx.SaveSession):
             _now(self.sessions.save(effect.snapshots, effect.ttl_s))
         elif isinstance(effect, (fx.LoadSession, fx.QueryPresence)):
             stores = cast(reads.Sources, SimpleNamespace(sessions=self.sessions, presence=self.presence))
@@ -223,4 +227,4 @@ class World:
 
     def online(self, conversation_id: str) -> list[str]:
         """Who the presence store says is online now."""
-        return list(_now(self.presence.online(conversation_id, self.now)))
+        return list(_now(self.presence.page(conversation_id, None, 1_000_000)).user_ids)

@@ -103,8 +103,27 @@ def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def presence(frames: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(user_id, status)`` of every ``presence.update`` received, in order."""
-    return [(f["payload"]["user_id"], f["payload"]["status"]) for f in of_type(frames, "presence.update")]
+    """``(user_id, "online" | "offline")`` for each join and leave of every ``presence.diff``
+    received, in order."""
+    changes: list[tuple[str, str]] = []
+    for diff in of_type(frames, "presence.diff"):
+        changes += [(user_id, "online") for user_id in diff["payload"]["joins"]]
+        changes += [(user_id, "offline") for user_id in diff["payload"]["leaves"]]
+    return changes
+
+
+async def presence_changes(client: Client, count: int,
+                           timeout: float = T) -> tuple[list[tuple[str, str]], int]:
+    """The next ``count`` presence changes ``client`` receives (they may share diffs), and
+    the ``count`` of the last diff: fails unless they arrive within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    changes: list[tuple[str, str]] = []
+    online = -1
+    while len(changes) < count:
+        diff = await client.expect("presence.diff", max(0.01, deadline - time.monotonic()))
+        changes += presence([diff])
+        online = diff["payload"]["count"]
+    return changes, online
 
 
 def open_sockets(gateway: GatewayProcess) -> int:

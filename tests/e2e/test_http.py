@@ -107,6 +107,7 @@ BAD_BODIES: list[tuple[str, Any]] = [
     ("channel missing", {"type": "message.new", "payload": {}}),
     ("type missing", {"channel": "conv:c1", "payload": {}}),
     ("type empty", {**EVENT, "type": ""}),
+    ("type reserved for presence", {**EVENT, "type": "presence.transition"}),
     ("payload a list", {**EVENT, "payload": [1, 2]}),
     ("payload missing", {"channel": "conv:c1", "type": "message.new"}),
 ]

@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
+from tests.e2e.cluster import presence, presence_changes
 from tests.e2e.harness import Client, GatewayProcess, joined
 
 pytestmark = pytest.mark.e2e
 
 
-def _presence(frame: dict[str, Any]) -> tuple[str, str, str]:
-    payload = frame["payload"]
-    return payload["conversation_id"], payload["user_id"], payload["status"]
+async def _no_presence_change(client: Client, seconds: float) -> None:
+    assert presence(await client.silent(seconds)) == []
 
 
 async def test_presence_online_when_first_session_joins_and_offline_on_unsubscribe(
         gateway: GatewayProcess) -> None:
     alice = await joined(gateway, "alice", "c1")
-    assert _presence(await alice.expect("presence.update")) == ("c1", "alice", "online")
+    assert await presence_changes(alice, 1) == ([("alice", "online")], 1)
     bob = await joined(gateway, "bob", "c1")
-    assert _presence(await alice.expect("presence.update")) == ("c1", "bob", "online")
+    assert await presence_changes(alice, 1) == ([("bob", "online")], 2)
     bob_laptop = await joined(gateway, "bob", "c1")
     await bob.send("presence.query", {"conversation_id": "c1"})
     state = await bob.expect("presence.state")
-    assert state["payload"] == {"conversation_id": "c1", "user_ids": ["alice", "bob"]}
+    assert state["payload"] == {"conversation_id": "c1", "user_ids": ["alice", "bob"], "count": 2,
+                                "next": None}
     await bob_laptop.send("unsubscribe", {"conversation_ids": ["c1"]})
     await bob_laptop.expect("unsubscribed")
-    # bob's other session is still there: no offline for him yet
-    assert [f for f in await alice.silent(0.3) if f["type"] == "presence.update"] == []
+    await _no_presence_change(alice, 0.6)  # bob's other session is still there
     await bob.send("unsubscribe", {"conversation_ids": ["c1"]})
-    assert _presence(await alice.expect("presence.update")) == ("c1", "bob", "offline")
-    assert [f for f in await alice.silent(0.3) if f["type"] == "presence.update"] == []
+    assert await presence_changes(alice, 1) == ([("bob", "offline")], 1)
+    await _no_presence_change(alice, 0.6)
 
 
 async def test_offline_comes_after_the_grace_period_unless_the_session_resumes(
@@ -43,15 +42,13 @@ async def test_offline_comes_after_the_grace_period_unless_the_session_resumes(
     bob = await Client.connect(gateway)
     session = (await bob.auth("bob"))["session_id"]
     await bob.subscribe("c1")
-    await alice.expect("presence.update")
-    await alice.expect("presence.update")  # bob online
+    assert (await presence_changes(alice, 2))[0] == [("alice", "online"), ("bob", "online")]
     await bob.close()
     bob = await Client.connect(gateway)
     assert (await bob.auth("bob", session_id=session))["resumed"] is True
-    assert [f for f in await alice.silent(1.0) if f["type"] == "presence.update"] == []
+    await _no_presence_change(alice, 1.0)
     await bob.close()
-    offline = await alice.expect("presence.update", timeout=3)
-    assert _presence(offline) == ("c1", "bob", "offline")
+    assert await presence_changes(alice, 1, timeout=3) == ([("bob", "offline")], 1)
 
 
 async def test_typing_reaches_others_but_never_the_typist(gateway: GatewayProcess) -> None:
@@ -110,11 +107,10 @@ async def test_a_late_close_of_a_resumed_sessions_old_connection_keeps_the_user_
     old = await Client.connect(gateway)
     session = (await old.auth("alice"))["session_id"]
     await old.subscribe("c1")
-    assert _presence(await observer.expect("presence.update")) == ("c1", "observer", "online")
-    assert _presence(await observer.expect("presence.update")) == ("c1", "alice", "online")
+    assert (await presence_changes(observer, 2))[0] == [("observer", "online"), ("alice", "online")]
     new = await Client.connect(gateway)
     assert (await new.auth("alice", session_id=session))["resumed"] is True
     await old.close()  # the half-open old connection is noticed only now
-    assert [f for f in await observer.silent(1.5) if f["type"] == "presence.update"] == []
+    await _no_presence_change(observer, 1.5)
     await observer.send("presence.query", {"conversation_id": "c1"})
     assert (await observer.expect("presence.state"))["payload"]["user_ids"] == ["alice", "observer"]

@@ -150,7 +150,7 @@ async def test_second_auth_of_the_same_user_refreshes_the_token(gateway: Gateway
     assert refreshed["session_id"] == first["session_id"] and refreshed["conversation_ids"] == ["c1"]
     # the first token's exp passes: the refreshed lifetime keeps the connection open
     quiet = await client.silent(first_expires + 0.3 - time.time())
-    assert [f for f in quiet if f["type"] != "presence.update"] == []
+    assert [f for f in quiet if f["type"] != "presence.diff"] == []
     seq = publish(gateway, "c1", 1)
     assert (await client.expect("message.new"))["seq"] == seq
     await _close(client)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.e2e.cluster import Cluster, of_type, presence, quiet
+from tests.e2e.cluster import Cluster, of_type, presence, presence_changes, quiet
 from tests.e2e.harness import Client, GatewayProcess, T, async_wait_until, joined
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -60,8 +60,7 @@ async def test_sigterm_closes_with_1001_spread_over_the_deadline_and_clients_res
         sessions[f"u{n}"] = (await client.auth(f"u{n}"))["session_id"]
         await client.subscribe("c1")
         clients.append(client)
-    for _ in range(CLIENTS + 1):
-        await observer.expect("presence.update")
+    await presence_changes(observer, CLIENTS + 1)
     moves = [asyncio.ensure_future(_move(client, f"u{n}", sessions[f"u{n}"], b))
              for n, client in enumerate(clients)]
 

@@ -80,8 +80,9 @@ class Runtime:
     def __init__(self, limits: Limits | None = None, log_events: int = 1_000_000, **adapters: Any) -> None:
         self.broker = LossyBroker()
         self.log = memory.MemoryLog(self.broker, log_events)  # publishes; the runtime reads ``adapters.log``
-        base = Adapters(self.broker, self.log, memory.MemorySessions(), memory.MemoryPresence(),
-                        memory.MemoryTyping(), memory.AllowAllMembership())
+        base = Adapters(self.broker, self.log, memory.MemorySessions(),
+                        memory.MemoryPresence(self.broker.publish_nowait),
+                        memory.MemoryTyping(self.broker.publish_nowait), memory.AllowAllMembership())
         self.adapters = replace(base, **adapters)
         self.dispatcher = Dispatcher(Gateway(limits or Limits()))
         self.sockets = Sockets()

@@ -68,7 +68,7 @@ async def test_a_presence_query_while_presence_hangs_is_answered_unavailable() -
         rt.auth(a, "alice")
         rt.subscribe(a, "c1")
         await rt.wait_for(a, "subscribed")
-        rt.submit(c.PresenceQuery(a, "c1", now()))
+        rt.submit(c.PresenceQuery(a, "c1", None, 500, now()))
         await rt.wait_for(a, "error", timeout_s=1.0)
         assert error_codes(rt, a) == [("unavailable", "presence.query")]
 

@@ -39,6 +39,20 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.01)
 
 
+async def repeat_until(step: Callable[[], Awaitable[object]], done: Callable[[], bool], what: str) -> None:
+    """Repeat the async ``step`` every 20 ms until ``done()`` (bounded by ``eventually``)."""
+    async def stepper() -> None:
+        while True:
+            await step()
+            await asyncio.sleep(0.02)
+
+    task = asyncio.ensure_future(stepper())
+    try:
+        await eventually(done, what)
+    finally:
+        task.cancel()
+
+
 @dataclass
 class RecordingSink:
     """A ``BrokerSink`` that records every call in order, for assertions."""

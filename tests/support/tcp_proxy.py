@@ -6,6 +6,8 @@ Modes:
   refused, as when the server is down.
 - ``blackhole()``: keep connections open and accept new ones, but forward
   nothing, as a half-open connection or a dropped route (PITFALLS 2).
+- ``mute_replies()``: forward requests but drop every reply, as when the server
+  did the work and the answer was lost (a client that times out on a call that ran).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class TcpProxy:
         self._port = 0
         self._links: set[_Link] = set()
         self.forwarding = True
+        self.replying = True
 
     @property
     def address(self) -> str:
@@ -71,11 +74,14 @@ class TcpProxy:
     async def blackhole(self) -> None:
         self.forwarding = False
 
+    async def mute_replies(self) -> None:
+        self.replying = False
+
     async def restore(self) -> None:
         """Forward again; connections that were blackholed are closed (their bytes are lost)."""
-        if not self.forwarding:
+        if not self.forwarding or not self.replying:
             await self._close_links()
-        self.forwarding = True
+        self.forwarding = self.replying = True
         if self._server is None:
             await self._listen()
 
@@ -98,14 +104,15 @@ class TcpProxy:
         link = _Link(writer, up_writer)
         self._links.add(link)
         link.tasks = [
-            asyncio.create_task(self._pump(reader, up_writer, link)),
-            asyncio.create_task(self._pump(up_reader, writer, link)),
+            asyncio.create_task(self._pump(reader, up_writer, link, reply=False)),
+            asyncio.create_task(self._pump(up_reader, writer, link, reply=True)),
         ]
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link,
+                    reply: bool) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
-                if self.forwarding:
+                if self.forwarding and (self.replying or not reply):
                     writer.write(data)
                     await writer.drain()
         link.close()

@@ -8,9 +8,9 @@ Rules kept here:
 1. The broker never calls its sink inside ``subscribe``/``publish``: every call
    goes through ``loop.call_soon``, so callers never see re-entrant callbacks
    and FIFO scheduling keeps ``channel_ready`` before the channel's messages.
-2. Presence and typing report a transition only when an entry set goes from
+2. Presence and typing announce a transition only when an entry set goes from
    empty to non-empty or back, inside one synchronous step, so each transition
-   is returned to exactly one caller.
+   is announced exactly once, in order.
 3. Times come from the arguments; only session TTLs (``ttl_s`` is relative)
    read the injected ``clock``.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,9 +28,13 @@ from typing import Any
 import ujson
 
 from tornado_gw import metrics
+from tornado_gw.core import frames
+from tornado_gw.core.ids import conv_channel
 from tornado_gw.ports import (
+    Announce,
     BrokerSink,
     LoggedEvent,
+    PresencePage,
     ReplayGap,
     SessionSnapshot,
 )
@@ -65,6 +70,10 @@ class MemoryBroker:
 
     async def publish(self, channel: str, data: bytes) -> None:
         """Deliver on a later loop iteration, in publish order, if subscribed now."""
+        self.publish_nowait(channel, data)
+
+    def publish_nowait(self, channel: str, data: bytes) -> None:
+        """``publish`` for a caller that cannot await: the in-process stores' ``Announce``."""
         metrics.BROKER_PUBLISHED.inc()
         if channel in self._channels:
             asyncio.get_running_loop().call_soon(self._deliver, channel, data)
@@ -187,37 +196,42 @@ class _Deadlines:
 
 class MemoryPresence:
     """Per-session presence: conversation -> user -> session -> expires_at.
-    An entry counts as expired when ``expires_at <= now``."""
+    An entry counts as expired when ``expires_at <= now``. Transitions are announced
+    through ``announce`` inside the call that makes them (``ports.PresenceStore``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Announce) -> None:
+        self._announce = announce
         self._convs: dict[str, dict[str, dict[str, float]]] = {}
+        self._sorted: dict[str, list[str]] = {}  # conversation -> online user ids, in order, for pages
         self._deadlines = _Deadlines()
 
-    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
-        users = self._convs.setdefault(conversation_id, {})
-        sessions = users.setdefault(user_id, {})
-        was_online = bool(sessions)
-        sessions[session_id] = expires_at
-        self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
-        return not was_online
+    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> None:
+        await self.rejoin([(conversation_id, user_id, session_id)], expires_at)
 
-    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
+    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> None:
         """Also drops the user's other sessions there that expired by ``now``,
         so ``expire`` cannot announce the same offline transition again."""
         sessions = self._convs.get(conversation_id, {}).get(user_id)
         if not sessions:
-            return False
+            return
         sessions.pop(session_id, None)
         for other in [sid for sid, at in sessions.items() if at <= now]:
             del sessions[other]
-        if sessions:
-            return False
-        _drop(self._convs, conversation_id, user_id)
-        return True
+        if not sessions:
+            self._offline(conversation_id, user_id)
+            self._publish(conversation_id, [], [user_id])
 
-    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
-                     expires_at: float) -> list[tuple[str, str]]:
-        return [(cid, uid) for cid, uid, sid in entries if await self.join(cid, uid, sid, expires_at)]
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        joined: dict[str, list[str]] = {}
+        for conversation_id, user_id, session_id in entries:
+            sessions = self._convs.setdefault(conversation_id, {}).setdefault(user_id, {})
+            if not sessions:
+                joined.setdefault(conversation_id, []).append(user_id)
+                insort(self._sorted.setdefault(conversation_id, []), user_id)
+            sessions[session_id] = expires_at
+            self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
+        for conversation_id, user_ids in joined.items():
+            self._publish(conversation_id, user_ids, [])
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
         for conversation_id, user_id, session_id in entries:
@@ -226,51 +240,74 @@ class MemoryPresence:
                 sessions[session_id] = expires_at
                 self._deadlines.push(expires_at, (conversation_id, user_id, session_id))
 
-    async def online(self, conversation_id: str, now: float) -> list[str]:
-        users = self._convs.get(conversation_id, {})
-        return sorted(uid for uid, sessions in users.items() if any(at > now for at in sessions.values()))
+    async def page(self, conversation_id: str, after: str | None, limit: int) -> PresencePage:
+        online = self._sorted.get(conversation_id, [])
+        start = 0 if after is None else bisect_right(online, after)
+        return PresencePage(tuple(online[start:start + limit]), len(online))
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        offline: list[tuple[str, str]] = []
+    async def announce(self, conversation_id: str, list_limit: int) -> None:
+        users = self._sorted.get(conversation_id, [])[:list_limit] if list_limit else None
+        self._publish(conversation_id, [], [], users)
+
+    async def expire(self, now: float) -> None:
+        offline: dict[str, list[str]] = {}
         for at, (conversation_id, user_id, session_id) in self._deadlines.due(now):
             sessions = self._convs.get(conversation_id, {}).get(user_id)
             if not sessions or sessions.get(session_id) != at:
                 continue  # left, refreshed or re-joined since this deadline was pushed
             del sessions[session_id]
             if not sessions:
-                _drop(self._convs, conversation_id, user_id)
-                offline.append((conversation_id, user_id))
-        return offline
+                self._offline(conversation_id, user_id)
+                offline.setdefault(conversation_id, []).append(user_id)
+        for conversation_id, user_ids in offline.items():
+            self._publish(conversation_id, [], user_ids)
+
+    def _offline(self, conversation_id: str, user_id: str) -> None:
+        _drop(self._convs, conversation_id, user_id)
+        online = self._sorted[conversation_id]
+        del online[bisect_left(online, user_id)]
+        if not online:
+            del self._sorted[conversation_id]
+
+    def _publish(self, conversation_id: str, joins: list[str], leaves: list[str],
+                 users: list[str] | None = None) -> None:
+        count = len(self._convs.get(conversation_id, ()))
+        frame = frames.presence_transition(conversation_id, joins, leaves, count, users)
+        self._announce(conv_channel(conversation_id), frames.encode(frame))
 
 
 class MemoryTyping:
-    """Who is typing where: conversation -> user -> expires_at."""
+    """Who is typing where: conversation -> user -> expires_at; ``typing.start`` and
+    ``typing.stop`` are announced through ``announce`` (``ports.TypingStore``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Announce) -> None:
+        self._announce = announce
         self._convs: dict[str, dict[str, float]] = {}
         self._deadlines = _Deadlines()
 
-    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> bool:
+    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> None:
         users = self._convs.setdefault(conversation_id, {})
         was_typing = user_id in users
         users[user_id] = expires_at
         self._deadlines.push(expires_at, (conversation_id, user_id))
-        return not was_typing
+        if not was_typing:
+            self._publish(conversation_id, user_id, True)
 
-    async def stop(self, conversation_id: str, user_id: str) -> bool:
+    async def stop(self, conversation_id: str, user_id: str) -> None:
         users = self._convs.get(conversation_id)
-        if users is None or user_id not in users:
-            return False
-        _drop(self._convs, conversation_id, user_id)
-        return True
+        if users is not None and user_id in users:
+            _drop(self._convs, conversation_id, user_id)
+            self._publish(conversation_id, user_id, False)
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        stopped: list[tuple[str, str]] = []
+    async def expire(self, now: float) -> None:
         for at, (conversation_id, user_id) in self._deadlines.due(now):
             if self._convs.get(conversation_id, {}).get(user_id) == at:
                 _drop(self._convs, conversation_id, user_id)
-                stopped.append((conversation_id, user_id))
-        return stopped
+                self._publish(conversation_id, user_id, False)
+
+    def _publish(self, conversation_id: str, user_id: str, started: bool) -> None:
+        frame = frames.typing(conversation_id, user_id, started)
+        self._announce(conv_channel(conversation_id), frames.encode(frame))
 
 
 def _drop(convs: dict[str, dict[str, Any]], conversation_id: str, user_id: str) -> None:

@@ -2,113 +2,215 @@
 (CONTRACT §6; every key is listed in docs/redis.md).
 
 Rules:
-1. Presence expires per session (PITFALLS 10): ``presence:{cid}`` is a sorted
-   set of ``"user_id|session_id"`` scored by ``expires_at``; ``|`` cannot occur
-   in an id. ``presence_users:{cid}`` counts each user's sessions in that set.
-2. A transition (first session of a user in, last one out; typing start/stop)
-   happens inside one Lua script or one MULTI, so exactly one caller
-   cluster-wide sees it.
-3. ``presence_due`` / ``typing_due`` hold each conversation scored by a lower
-   bound of its earliest ``expires_at``, so ``expire(now)`` visits only
-   conversations that may hold expired entries, never a SCAN.
-4. Whole-key TTLs (``gc_ttl_s``, a day) only collect garbage; expiry itself is
+1. Presence expires per session (PITFALLS 10): ``{presence}:sessions:{cid}`` is a
+   sorted set of ``"user_id|session_id"`` scored by ``expires_at``; ``|`` cannot occur
+   in an id. ``{presence}:users:{cid}`` counts each user's sessions there (its size is
+   the count); ``{presence}:ids:{cid}`` holds the online user ids at score 0, read in
+   pages with ``ZRANGE BYLEX LIMIT``.
+2. A transition (first session of a user in, last one out; typing start/stop) happens
+   inside one Lua script, which also PUBLISHes its announcement: exactly one caller
+   cluster-wide makes it, it is announced exactly once and in order, even when the
+   caller times out waiting for the reply (ISSUE 9.5). The frames are built in Lua by
+   concatenation: ids are validated (CONTRACT §6: letters, digits, ``-_.:@``) and need
+   no JSON escaping.
+3. ``{presence}:due`` / ``{typing}:due`` hold each conversation scored by a lower bound
+   of its earliest ``expires_at``, so ``expire(now)`` visits only conversations that may
+   hold expired entries, never a SCAN.
+4. Every key a script touches is passed in KEYS, and the keys of one store share a hash
+   tag (``core/ids.py``), so each script runs on one Redis Cluster slot.
+5. Work is chunked so no call blocks Redis for long at 100,000 entries (ISSUE 9.4):
+   joins and refreshes go ``CHUNK_ENTRIES`` entries per round trip, the sweep
+   ``_SWEEP_CONVERSATIONS`` conversations and ``CHUNK_ENTRIES`` entries per call.
+6. Whole-key TTLs (``gc_ttl_s``, a day) only collect garbage; expiry itself is
    decided by the scores, which use the callers' clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import redis.asyncio as aredis
 import ujson
+from redis.commands.core import AsyncScript
 
 from tornado_gw.adapters.redis_broker import redis_client, unavailable
-from tornado_gw.core.ids import presence_key, session_key, typing_key
-from tornado_gw.ports import SessionSnapshot
+from tornado_gw.core.ids import (
+    conv_channel,
+    presence_due_key,
+    presence_ids_key,
+    presence_key,
+    presence_users_key,
+    session_key,
+    typing_due_key,
+    typing_key,
+)
+from tornado_gw.ports import PresencePage, SessionSnapshot
 from tornado_gw.settings import Settings
 
+ScriptArg = str | int | float
 GC_TTL_S = 86400.0
-_EXPIRE_BATCH = 500  # conversations per script call, so one call never blocks Redis for long
+CHUNK_ENTRIES = 500  # presence entries per script call or MULTI: well under a millisecond of Redis
+_SWEEP_CONVERSATIONS = 100  # due conversations per sweep call
 
-
-def presence_users_key(prefix: str, conversation_id: str) -> str:
-    return f"{prefix}presence_users:{conversation_id}"
-
-
-def presence_due_key(prefix: str) -> str:
-    return f"{prefix}presence_due"
-
-
-def typing_due_key(prefix: str) -> str:
-    return f"{prefix}typing_due"
-
-
-# KEYS: due index, then (presence zset, user counts) per entry.
-# ARGV: expires_at, gc ms, then (user_id, session_id, cid) per entry.
-# Returns {cid1, uid1, ...}: the users that had no entry there before (now online).
-# One call for many entries: a refresh of thousands costs one round trip.
-_JOIN = """
-local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local zkey, ukey = KEYS[2 * i], KEYS[2 * i + 1]
-  local uid, sid, cid = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  local added = redis.call('ZADD', zkey, ARGV[1], uid .. '|' .. sid)
-  redis.call('ZADD', KEYS[1], 'LT', ARGV[1], cid)
-  if added == 1 and redis.call('HINCRBY', ukey, uid, 1) == 1 then
-    out[#out + 1] = cid; out[#out + 1] = uid
-  end
-  redis.call('PEXPIRE', zkey, ARGV[2]); redis.call('PEXPIRE', ukey, ARGV[2])
+_IDS = """
+local function ids(list)
+  if #list == 0 then return '[]' end
+  return '["' .. table.concat(list, '","') .. '"]'
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return out
 """
 
-# KEYS: presence zset, user counts. ARGV: user_id, session_id, now.
-# The user's other sessions already expired by ``now`` go too: "offline" is then
-# announced here, and expire() cannot announce it a second time.
-_LEAVE = """
-local mine = ARGV[1] .. '|'
+# frames.presence_transition, built in Lua (rule 2).
+_TRANSITION = _IDS + """
+local function transition(cid, joins, leaves, count, users)
+  local extra = ''
+  if users then extra = ',"users":' .. ids(users) end
+  return '{"type":"presence.transition","payload":{"conversation_id":"' .. cid .. '","joins":' .. ids(joins)
+    .. ',"leaves":' .. ids(leaves) .. ',"count":' .. count .. extra .. '}}'
+end
+"""
+
+# frames.typing, built in Lua (rule 2).
+_TYPING_FRAME = """
+local function typing(kind, cid, uid)
+  return '{"type":"' .. kind .. '","payload":{"conversation_id":"' .. cid .. '","user_id":"' .. uid .. '"}}'
+end
+"""
+
+# KEYS: due, then (sessions, users, ids) per conversation.
+# ARGV: expires_at, gc ms, then per conversation: channel, cid, n, then n (user_id, session_id).
+_JOIN = _TRANSITION + """
+local expires, gc = ARGV[1], ARGV[2]
+local a = 3
+for k = 2, #KEYS, 3 do
+  local skey, ukey, ikey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local channel, cid, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local joined = {}
+  for _ = 1, n do
+    local uid = ARGV[a]
+    if redis.call('ZADD', skey, expires, uid .. '|' .. ARGV[a + 1]) == 1
+        and redis.call('HINCRBY', ukey, uid, 1) == 1 then
+      redis.call('ZADD', ikey, 0, uid)
+      joined[#joined + 1] = uid
+    end
+    a = a + 2
+  end
+  redis.call('ZADD', KEYS[1], 'LT', expires, cid)
+  for _, key in ipairs({skey, ukey, ikey}) do redis.call('PEXPIRE', key, gc) end
+  if #joined > 0 then
+    redis.call('PUBLISH', channel, transition(cid, joined, {}, redis.call('HLEN', ukey)))
+  end
+end
+redis.call('PEXPIRE', KEYS[1], gc)
+return 0
+"""
+
+# KEYS: sessions, users, ids. ARGV: user_id, session_id, now, channel, cid.
+# The user's other sessions already expired by ``now`` go too (a bounded look): "offline"
+# is then announced here, and the sweep cannot announce it a second time.
+_LEAVE = _TRANSITION + """
+local uid = ARGV[1]
+local mine = uid .. '|'
 local removed = redis.call('ZREM', KEYS[1], mine .. ARGV[2])
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])) do
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, 100)) do
   if string.sub(member, 1, #mine) == mine then removed = removed + redis.call('ZREM', KEYS[1], member) end
 end
-if removed == 0 then return 0 end
-if redis.call('HINCRBY', KEYS[2], ARGV[1], -removed) > 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
+if removed == 0 or redis.call('HINCRBY', KEYS[2], uid, -removed) > 0 then return 0 end
+redis.call('HDEL', KEYS[2], uid)
+redis.call('ZREM', KEYS[3], uid)
+redis.call('PUBLISH', ARGV[4], transition(ARGV[5], {}, {uid}, redis.call('HLEN', KEYS[2])))
 return 1
 """
 
-# KEYS: due index. ARGV: now, zset key prefix, user-count key prefix ('' for typing), batch.
-# Returns {more, cid1, uid1, cid2, uid2, ...}: the users whose last entry expired.
-_EXPIRE = """
-local now, zpre, cpre, batch = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)
-local out = {#due == batch and 1 or 0}
-for _, cid in ipairs(due) do
-  local zkey = zpre .. cid
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now)) do
-    local uid = member
-    if cpre ~= '' then
-      uid = string.match(member, '^(.-)|')
-      if redis.call('HINCRBY', cpre .. cid, uid, -1) > 0 then
-        uid = nil
-      else
-        redis.call('HDEL', cpre .. cid, uid)
+# KEYS: users, ids. ARGV: channel, cid, list limit (0: the count only).
+_ANNOUNCE = _TRANSITION + """
+local users = nil
+if tonumber(ARGV[3]) > 0 then
+  users = redis.call('ZRANGE', KEYS[2], '-', '+', 'BYLEX', 'LIMIT', 0, ARGV[3])
+end
+redis.call('PUBLISH', ARGV[1], transition(ARGV[2], {}, {}, redis.call('HLEN', KEYS[1]), users))
+return 0
+"""
+
+# KEYS: due, then (sessions, users, ids) per conversation. ARGV: now, entry budget, then
+# (channel, cid) per conversation. Returns 1 when the budget ran out (call again).
+_EXPIRE_PRESENCE = _TRANSITION + """
+local now, budget = ARGV[1], tonumber(ARGV[2])
+local a = 3
+for k = 2, #KEYS, 3 do
+  local skey, ukey, ikey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local channel, cid = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  local gone = {}
+  if budget > 0 then
+    local expired = redis.call('ZRANGEBYSCORE', skey, '-inf', now, 'LIMIT', 0, budget)
+    budget = budget - #expired
+    for _, member in ipairs(expired) do
+      redis.call('ZREM', skey, member)
+      local uid = string.match(member, '^(.-)|')
+      if redis.call('HINCRBY', ukey, uid, -1) <= 0 then
+        redis.call('HDEL', ukey, uid)
+        redis.call('ZREM', ikey, uid)
+        gone[#gone + 1] = uid
       end
     end
-    if uid then out[#out + 1] = cid; out[#out + 1] = uid end
   end
-  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
-  local first = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', skey, 0, 0, 'WITHSCORES')
+  if #first == 0 then redis.call('ZREM', KEYS[1], cid) else redis.call('ZADD', KEYS[1], first[2], cid) end
+  if #gone > 0 then
+    redis.call('PUBLISH', channel, transition(cid, {}, gone, redis.call('HLEN', ukey)))
+  end
+end
+if budget <= 0 then return 1 end
+return 0
+"""
+
+# KEYS: typing set, due. ARGV: user_id, expires_at, gc ms, channel, cid.
+_TYPING_START = _TYPING_FRAME + """
+local added = redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if added == 1 then redis.call('PUBLISH', ARGV[4], typing('typing.start', ARGV[5], ARGV[1])) end
+return added
+"""
+
+# KEYS: typing set. ARGV: user_id, channel, cid.
+_TYPING_STOP = _TYPING_FRAME + """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 then redis.call('PUBLISH', ARGV[2], typing('typing.stop', ARGV[3], ARGV[1])) end
+return removed
+"""
+
+# KEYS: due, then the typing set per conversation. ARGV: now, entry budget, then (channel,
+# cid) per conversation. Returns 1 when the budget ran out (call again).
+_EXPIRE_TYPING = _TYPING_FRAME + """
+local now, budget = ARGV[1], tonumber(ARGV[2])
+for k = 2, #KEYS do
+  local channel, cid = ARGV[2 * k - 1], ARGV[2 * k]
+  if budget > 0 then
+    local expired = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, budget)
+    budget = budget - #expired
+    for _, uid in ipairs(expired) do
+      redis.call('ZREM', KEYS[k], uid)
+      redis.call('PUBLISH', channel, typing('typing.stop', cid, uid))
+    end
+  end
+  local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
   if #first == 0 then redis.call('ZREM', KEYS[1], cid) else redis.call('ZADD', KEYS[1], first[2], cid) end
 end
-return out
+if budget <= 0 then return 1 end
+return 0
 """
 
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _chunks(entries: Sequence[tuple[str, str, str]]) -> list[Sequence[tuple[str, str, str]]]:
+    return [entries[i:i + CHUNK_ENTRIES] for i in range(0, len(entries), CHUNK_ENTRIES)]
 
 
 class _RedisStore:
@@ -127,31 +229,36 @@ class _RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
+    def _channel(self, conversation_id: str) -> str:
+        return self._prefix + conv_channel(conversation_id)
+
 
 _Store = TypeVar("_Store", bound=_RedisStore)
 
 
 class _ExpiringStore(_RedisStore):
-    """Sorted sets by ``expires_at`` plus a due index, drained by the expire script."""
+    """Sorted sets by ``expires_at`` plus a due index, drained by an expire script."""
 
-    def __init__(self, client: aredis.Redis, prefix: str, gc_ttl_s: float = GC_TTL_S) -> None:
-        super().__init__(client, prefix, gc_ttl_s)
-        self._expire_script = client.register_script(_EXPIRE)
-
-    async def _expire(
-        self, due_key: str, zset_prefix: str, counts_prefix: str, now: float
-    ) -> list[tuple[str, str]]:
-        """Run the expire script until no due conversation is left (each call is atomic)."""
-        gone: list[tuple[str, str]] = []
-        more = 1
-        while more:
+    async def _sweep(self, script: AsyncScript, due_key: str, keys_of: Callable[[str], list[str]],
+                     now: float) -> None:
+        """Run ``script`` over the due conversations, a bounded chunk per call, until none is
+        left (rule 5). The due list is read first; the script decides again atomically."""
+        while True:
             with unavailable("expire"):
-                reply = await self._expire_script(
-                    keys=[due_key], args=[repr(now), zset_prefix, counts_prefix, _EXPIRE_BATCH]
-                )
-            more, pairs = int(reply[0]), reply[1:]
-            gone += [(pairs[i].decode(), pairs[i + 1].decode()) for i in range(0, len(pairs), 2)]
-        return gone
+                due = await self._redis.zrangebyscore(due_key, "-inf", repr(now), start=0,
+                                                      num=_SWEEP_CONVERSATIONS)
+            if not due:
+                return
+            keys: list[str] = [due_key]
+            args: list[ScriptArg] = [repr(now), CHUNK_ENTRIES]
+            for raw in due:
+                cid = raw.decode() if isinstance(raw, bytes) else str(raw)
+                keys += keys_of(cid)
+                args += [self._channel(cid), cid]
+            with unavailable("expire"):
+                more = await script(keys=keys, args=args)
+            if not more and len(due) < _SWEEP_CONVERSATIONS:
+                return
 
 
 class RedisSessions(_RedisStore):
@@ -187,79 +294,99 @@ class RedisPresence(_ExpiringStore):
         super().__init__(client, prefix, gc_ttl_s)
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
+        self._announce = client.register_script(_ANNOUNCE)
+        self._expire = client.register_script(_EXPIRE_PRESENCE)
 
-    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> bool:
-        return bool(await self.rejoin([(conversation_id, user_id, session_id)], expires_at))
+    async def join(self, conversation_id: str, user_id: str, session_id: str, expires_at: float) -> None:
+        await self.rejoin([(conversation_id, user_id, session_id)], expires_at)
 
-    async def rejoin(self, entries: Sequence[tuple[str, str, str]],
-                     expires_at: float) -> list[tuple[str, str]]:
-        """The join script over every entry at once; re-creates what expired while Redis was away."""
-        keys = [presence_due_key(self._prefix)]
-        args: list[str | int | float] = [repr(expires_at), self._gc_ms]
-        for conversation_id, user_id, session_id in entries:
-            keys += [self._zset(conversation_id), self._users(conversation_id)]
-            args += [user_id, session_id, conversation_id]
-        with unavailable("presence join"):
-            found = await self._join(keys=keys, args=args) if entries else []
-        return [(found[i].decode(), found[i + 1].decode()) for i in range(0, len(found), 2)]
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        """The join script, one chunk of entries per call; re-creates what expired while Redis
+        was away."""
+        for chunk in _chunks(entries):
+            by_conversation: dict[str, list[str]] = {}
+            for conversation_id, user_id, session_id in chunk:
+                by_conversation.setdefault(conversation_id, []).extend((user_id, session_id))
+            keys = [presence_due_key(self._prefix)]
+            args: list[ScriptArg] = [repr(expires_at), self._gc_ms]
+            for conversation_id, pairs in by_conversation.items():
+                keys += self._keys(conversation_id)
+                args += [self._channel(conversation_id), conversation_id, len(pairs) // 2, *pairs]
+            with unavailable("presence join"):
+                await self._join(keys=keys, args=args)
 
-    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> bool:
-        keys = [self._zset(conversation_id), self._users(conversation_id)]
+    async def leave(self, conversation_id: str, user_id: str, session_id: str, now: float) -> None:
+        args: list[ScriptArg] = [user_id, session_id, repr(now), self._channel(conversation_id),
+                                 conversation_id]
         with unavailable("presence leave"):
-            return bool(await self._leave(keys=keys, args=[user_id, session_id, repr(now)]))
+            await self._leave(keys=self._keys(conversation_id), args=args)
 
     async def refresh(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
         """Set the expiry, earlier or later (a disconnect pulls it in to the grace period).
 
-        ZADD XX never re-creates a session that left or expired; the due index
-        takes the new score only when lower, so it stays a lower bound."""
-        if not entries:
-            return
-        pipe = self._redis.pipeline(transaction=False)
+        ZADD XX never re-creates a session that left or expired; the due index takes the
+        new score only when lower, in the same MULTI, so it stays a lower bound."""
         due = presence_due_key(self._prefix)
-        for conversation_id, user_id, session_id in entries:
-            pipe.zadd(self._zset(conversation_id), {f"{user_id}|{session_id}": expires_at}, xx=True)
-            pipe.zadd(due, {conversation_id: expires_at}, lt=True)
-            pipe.pexpire(self._zset(conversation_id), self._gc_ms)
-            pipe.pexpire(self._users(conversation_id), self._gc_ms)
-        pipe.pexpire(due, self._gc_ms)
-        with unavailable("presence refresh"):
-            await pipe.execute()
+        for chunk in _chunks(entries):
+            pipe = self._redis.pipeline(transaction=True)
+            for conversation_id, user_id, session_id in chunk:
+                pipe.zadd(self._zset(conversation_id), {f"{user_id}|{session_id}": expires_at}, xx=True)
+                pipe.zadd(due, {conversation_id: expires_at}, lt=True)
+            with unavailable("presence refresh"):
+                await pipe.execute()
 
-    async def online(self, conversation_id: str, now: float) -> list[str]:
+    async def page(self, conversation_id: str, after: str | None, limit: int) -> PresencePage:
+        """One MULTI: a ``ZRANGE BYLEX LIMIT`` page and the count (rule 1)."""
+        pipe = self._redis.pipeline(transaction=True)
+        start = "-" if after is None else f"({after}"
+        pipe.zrange(presence_ids_key(self._prefix, conversation_id), start, "+", bylex=True,
+                    offset=0, num=limit)
+        pipe.hlen(presence_users_key(self._prefix, conversation_id))
         with unavailable("presence query"):
-            members = await self._redis.zrangebyscore(self._zset(conversation_id), f"({now!r}", "+inf")
-        return sorted({cast(bytes, member).decode().partition("|")[0] for member in members})
+            members, count = await pipe.execute()
+        return PresencePage(tuple(member.decode() for member in members), int(count))
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        return await self._expire(
-            presence_due_key(self._prefix), self._zset(""), presence_users_key(self._prefix, ""), now
-        )
+    async def announce(self, conversation_id: str, list_limit: int) -> None:
+        keys = self._keys(conversation_id)[1:]
+        args: list[ScriptArg] = [self._channel(conversation_id), conversation_id, list_limit]
+        with unavailable("presence announce"):
+            await self._announce(keys=keys, args=args)
+
+    async def expire(self, now: float) -> None:
+        await self._sweep(self._expire, presence_due_key(self._prefix), self._keys, now)
+
+    def _keys(self, conversation_id: str) -> list[str]:
+        """sessions, users, ids: the keys of one conversation's presence (rule 1)."""
+        return [self._zset(conversation_id), presence_users_key(self._prefix, conversation_id),
+                presence_ids_key(self._prefix, conversation_id)]
 
     def _zset(self, conversation_id: str) -> str:
         return presence_key(self._prefix, conversation_id)
 
-    def _users(self, conversation_id: str) -> str:
-        return presence_users_key(self._prefix, conversation_id)
-
 
 class RedisTyping(_ExpiringStore):
-    """``typing:{cid}`` sorted sets of user ids scored by ``expires_at``."""
+    """``{typing}:{cid}`` sorted sets of user ids scored by ``expires_at``."""
 
-    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> bool:
-        key, due = typing_key(self._prefix, conversation_id), typing_due_key(self._prefix)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zadd(key, {user_id: expires_at})
-        pipe.zadd(due, {conversation_id: expires_at}, lt=True)
-        pipe.pexpire(key, self._gc_ms)
-        pipe.pexpire(due, self._gc_ms)
+    def __init__(self, client: aredis.Redis, prefix: str, gc_ttl_s: float = GC_TTL_S) -> None:
+        super().__init__(client, prefix, gc_ttl_s)
+        self._start = client.register_script(_TYPING_START)
+        self._stop = client.register_script(_TYPING_STOP)
+        self._expire = client.register_script(_EXPIRE_TYPING)
+
+    async def start(self, conversation_id: str, user_id: str, expires_at: float) -> None:
+        keys = [typing_key(self._prefix, conversation_id), typing_due_key(self._prefix)]
+        args: list[ScriptArg] = [user_id, repr(expires_at), self._gc_ms, self._channel(conversation_id),
+                                 conversation_id]
         with unavailable("typing start"):
-            added, *_ = await pipe.execute()
-        return bool(added)
+            await self._start(keys=keys, args=args)
 
-    async def stop(self, conversation_id: str, user_id: str) -> bool:
+    async def stop(self, conversation_id: str, user_id: str) -> None:
+        args = [user_id, self._channel(conversation_id), conversation_id]
         with unavailable("typing stop"):
-            return bool(await self._redis.zrem(typing_key(self._prefix, conversation_id), user_id))
+            await self._stop(keys=[typing_key(self._prefix, conversation_id)], args=args)
 
-    async def expire(self, now: float) -> list[tuple[str, str]]:
-        return await self._expire(typing_due_key(self._prefix), typing_key(self._prefix, ""), "", now)
+    async def expire(self, now: float) -> None:
+        await self._sweep(self._expire, typing_due_key(self._prefix), self._typing_keys, now)
+
+    def _typing_keys(self, conversation_id: str) -> list[str]:
+        return [typing_key(self._prefix, conversation_id)]

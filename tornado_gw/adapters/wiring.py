@@ -90,5 +90,6 @@ async def _clustered(settings: Settings) -> Wiring:
 def _embedded(settings: Settings) -> Wiring:
     broker = MemoryBroker()
     log = MemoryLog(broker, settings.memory_log_events)
-    adapters = Adapters(broker, log, MemorySessions(), MemoryPresence(), MemoryTyping(), AllowAllMembership())
+    stores = (MemorySessions(), MemoryPresence(broker.publish_nowait), MemoryTyping(broker.publish_nowait))
+    adapters = Adapters(broker, log, *stores, AllowAllMembership())
     return Wiring(adapters, log, "embedded: in-process broker and event log", closers=[broker.close])

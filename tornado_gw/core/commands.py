@@ -13,7 +13,7 @@ from typing import Any
 
 from tornado_gw.core.effects import Effect
 from tornado_gw.core.protocol import CloseCode, ErrorCode
-from tornado_gw.ports import LoggedEvent, SessionSnapshot
+from tornado_gw.ports import LoggedEvent, PresencePage, SessionSnapshot
 
 ConnId = str
 
@@ -77,8 +77,12 @@ class Typing:
 
 @dataclass(frozen=True, slots=True)
 class PresenceQuery:
+    """One page of online users: at most ``limit``, ids after ``after`` (CONTRACT §3)."""
+
     conn_id: ConnId
     conversation_id: str
+    after: str | None
+    limit: int
     at: float
 
 
@@ -113,6 +117,13 @@ class CloseRequested:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPresence:
+    """Clock tick of the presence batches (a fraction of ``presence_batch_ms``)."""
+
     at: float
 
 
@@ -197,26 +208,13 @@ class LogHeadKnown:
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceChanged:
-    conversation_id: str
-    user_id: str
-    online: bool
-    at: float
+class PresencePageLoaded:
+    """Answer to ``QueryPresence`` (a read that failed comes back as ``EffectFailed``)."""
 
-
-@dataclass(frozen=True, slots=True)
-class PresenceListed:
     conn_id: ConnId
     conversation_id: str
-    user_ids: tuple[str, ...]
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TypingChanged:
-    conversation_id: str
-    user_id: str
-    typing: bool
+    limit: int
+    page: PresencePage
     at: float
 
 
@@ -224,6 +222,5 @@ Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
     | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
-    | EffectFailed | LogHeadKnown
-    | PresenceChanged | PresenceListed | TypingChanged
+    | EffectFailed | LogHeadKnown | FlushPresence | PresencePageLoaded
 )

@@ -65,12 +65,6 @@ class UnsubscribeChannel:
 # --- performed by adapters, in order -------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Publish:
-    channel: str
-    frame: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class LoadSession:
     conn_id: ConnId
     session_id: str
@@ -114,9 +108,21 @@ class RefreshPresence:
 
 @dataclass(frozen=True, slots=True)
 class QueryPresence:
+    """Read one page of online users for a client (answered by ``PresencePageLoaded``)."""
+
     conn_id: ConnId
     conversation_id: str
-    at: float
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncePresence:
+    """Have the store publish the conversation's count, in order with its transitions
+    (with its first ``list_limit`` users; 0: the count only)."""
+
+    conversation_id: str
+    list_limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,7 @@ class StopTyping:
 
 @dataclass(frozen=True, slots=True)
 class ExpireStale:
-    """Sweep expired presence and typing entries (their announcements come back)."""
+    """Sweep expired presence and typing entries (the stores announce what expired)."""
 
     at: float
 
@@ -167,11 +173,12 @@ class LoadGap:
     after_seq: int
 
 
-CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
+
+CONCURRENT = (CheckMembership, LoadReplay, LoadGap)  # reads that may be slow (the core tests' world)
 
 Effect = (
-    SendFrame | Deliver | SendReplay | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
+    SendFrame | Deliver | SendReplay | CloseConnection | SubscribeChannel | UnsubscribeChannel
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
-    | QueryPresence
+    | QueryPresence | AnnouncePresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
 )

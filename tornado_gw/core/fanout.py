@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames, operations
+from tornado_gw.core import frames, operations, presence
 from tornado_gw.core.ids import conversation_of
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.state import Gateway, Phase
@@ -20,11 +20,15 @@ Effects = list[fx.Effect]
 _TYPING_START = FrameType.TYPING_START.value
 _TYPING_STOP = FrameType.TYPING_STOP.value
 _MESSAGE_NEW = FrameType.MESSAGE_NEW.value
+_PRESENCE_TRANSITION = FrameType.PRESENCE_TRANSITION.value
 
 
 def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -> None:
     frame = cmd.frame
     if frame is None:
+        return
+    if frame.get("type") == _PRESENCE_TRANSITION:  # between instances: batched, not forwarded
+        presence.transition_received(state, frame.get("payload"), cmd.at, out)
         return
     if state.gaps_pending:
         state.gap_held.append(cmd)  # newer than what the gap read will bring: wait for it

@@ -1,7 +1,9 @@
-"""Builders of the server frames of CONTRACT §3 (plain dicts; encoded at the edge)."""
+"""Builders of the server frames of CONTRACT §3 (plain dicts; encoded at the edge,
+except a frame the core fans out itself, which ``encode`` turns into bytes once)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,14 +45,28 @@ def replay_done(count: int, recovered: bool) -> Frame:
     return frame(FrameType.REPLAY_DONE, {"count": count, "recovered": recovered})
 
 
-def presence_state(conversation_id: str, user_ids: Iterable[str]) -> Frame:
-    return frame(FrameType.PRESENCE_STATE, {"conversation_id": conversation_id, "user_ids": list(user_ids)})
+def presence_state(conversation_id: str, user_ids: Iterable[str], count: int,
+                   next_after: str | None) -> Frame:
+    return frame(FrameType.PRESENCE_STATE, {"conversation_id": conversation_id, "user_ids": list(user_ids),
+                                            "count": count, "next": next_after})
 
 
-def presence_update(conversation_id: str, user_id: str, online: bool) -> Frame:
-    status = "online" if online else "offline"
-    return frame(FrameType.PRESENCE_UPDATE, {"conversation_id": conversation_id, "user_id": user_id,
-                                             "status": status})
+def presence_diff(conversation_id: str, joins: Iterable[str], leaves: Iterable[str], count: int) -> Frame:
+    return frame(FrameType.PRESENCE_DIFF, {"conversation_id": conversation_id, "joins": list(joins),
+                                           "leaves": list(leaves), "count": count})
+
+
+def presence_transition(conversation_id: str, joins: Iterable[str], leaves: Iterable[str], count: int,
+                        users: Iterable[str] | None = None) -> Frame:
+    """What a presence store publishes with each change (between instances only): who
+    came online and who went offline in one atomic step, and ``count`` online after it.
+    A count asked for carries no joins or leaves, and with ``users`` the first online
+    ids in order (``ports.PresenceStore.announce``)."""
+    payload: dict[str, Any] = {"conversation_id": conversation_id, "joins": list(joins),
+                               "leaves": list(leaves), "count": count}
+    if users is not None:
+        payload["users"] = list(users)
+    return frame(FrameType.PRESENCE_TRANSITION, payload)
 
 
 def typing(conversation_id: str, user_id: str, started: bool) -> Frame:
@@ -60,3 +76,8 @@ def typing(conversation_id: str, user_id: str, started: bool) -> Frame:
 
 def pong() -> Frame:
     return frame(FrameType.PONG)
+
+
+def encode(value: Frame) -> bytes:
+    """Compact UTF-8 JSON, for the frames the core builds once for many connections."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

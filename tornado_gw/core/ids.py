@@ -48,9 +48,41 @@ def session_key(prefix: str, session_id: str) -> str:
     return f"{prefix}session:{session_id}"
 
 
+# Presence and typing keys share one hash tag per store, so every key a store script
+# touches (a conversation's sets and the store's due index) sits in one Redis Cluster
+# slot. Sharding them later means one tag per bucket of conversations.
+PRESENCE_TAG = "{presence}"
+TYPING_TAG = "{typing}"
+
+
 def presence_key(prefix: str, conversation_id: str) -> str:
-    return f"{prefix}presence:{conversation_id}"
+    """Sorted set of ``user_id|presence_id`` entries scored by expiry."""
+    return f"{prefix}{PRESENCE_TAG}:sessions:{conversation_id}"
+
+
+def presence_users_key(prefix: str, conversation_id: str) -> str:
+    """Hash of user id -> number of that user's entries (its size is the count)."""
+    return f"{prefix}{PRESENCE_TAG}:users:{conversation_id}"
+
+
+def presence_ids_key(prefix: str, conversation_id: str) -> str:
+    """Online user ids, all scored 0: read in pages by ``ZRANGE BYLEX``."""
+    return f"{prefix}{PRESENCE_TAG}:ids:{conversation_id}"
+
+
+def presence_versions_key(prefix: str) -> str:
+    """Hash of conversation id -> number of the last presence transition announced."""
+    return f"{prefix}{PRESENCE_TAG}:versions"
+
+
+def presence_due_key(prefix: str) -> str:
+    """Conversations scored by a lower bound of their earliest entry expiry."""
+    return f"{prefix}{PRESENCE_TAG}:due"
 
 
 def typing_key(prefix: str, conversation_id: str) -> str:
-    return f"{prefix}typing:{conversation_id}"
+    return f"{prefix}{TYPING_TAG}:{conversation_id}"
+
+
+def typing_due_key(prefix: str) -> str:
+    return f"{prefix}{TYPING_TAG}:due"

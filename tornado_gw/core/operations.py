@@ -10,7 +10,7 @@ live, with no gap and no duplicate (CONTRACT §4).
 from __future__ import annotations
 
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames
+from tornado_gw.core import frames, presence
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import ErrorCode
 from tornado_gw.core.replay import merge_replay
@@ -74,6 +74,7 @@ def remove_subscriber(state: Gateway, channel: str, conn_id: str, out: Effects) 
         del state.subscribers[channel]
         state.ready.discard(channel)
         state.unconfirmed.pop(channel, None)
+        presence.close_room(state, channel)
         out.append(fx.UnsubscribeChannel(channel))
 
 
@@ -107,7 +108,7 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
     else:
         out.append(fx.SendFrame(conn.conn_id, frames.subscribed(op.granted, op.denied)))
     for cid in op.added:
-        out.append(fx.JoinPresence(cid, conn.user_id, conn.presence_id, at + limits.presence_ttl_s))
+        presence.join(state, conn, cid, at, out)
     if op.previous_presence_id is not None:
         # The old connection's entries go now that the new ones stand (no flap), so an
         # unsubscribe of the resumed session is announced at once (CONTRACT §3).

@@ -99,8 +99,19 @@ def _typing(conn_id: str, payload: dict[str, Any], at: float) -> c.Typing:
     return c.Typing(conn_id, _conversation_id(payload), at)
 
 
+PRESENCE_PAGE_DEFAULT = 500
+PRESENCE_PAGE_MAX = 1000
+
+
 def _presence_query(conn_id: str, payload: dict[str, Any], at: float) -> c.PresenceQuery:
-    return c.PresenceQuery(conn_id, _conversation_id(payload), at)
+    """CONTRACT §3: ``limit`` 1-1000 (default 500); ``after`` a ``next`` from before."""
+    limit = payload.get("limit", PRESENCE_PAGE_DEFAULT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= PRESENCE_PAGE_MAX:
+        raise _Invalid(f"'limit' must be an integer from 1 to {PRESENCE_PAGE_MAX}")
+    after = payload.get("after")
+    if after is not None and not is_valid_id(after):
+        raise _Invalid("'after' must be a user id (the 'next' of a previous page) or null")
+    return c.PresenceQuery(conn_id, _conversation_id(payload), after, limit, at)
 
 
 def _ping(conn_id: str, payload: dict[str, Any], at: float) -> c.Ping:

@@ -24,11 +24,13 @@ class FrameType(str, Enum):
     TYPING_START = "typing.start"
     TYPING_STOP = "typing.stop"
     PRESENCE_STATE = "presence.state"
-    PRESENCE_UPDATE = "presence.update"
+    PRESENCE_DIFF = "presence.diff"
     PONG = "pong"
     REPLAY_DONE = "replay.done"
     ERROR = "error"
     MESSAGE_NEW = "message.new"
+    # between instances only, never sent to a client
+    PRESENCE_TRANSITION = "presence.transition"
 
     def __str__(self) -> str:
         return self.value

@@ -14,7 +14,7 @@ from typing import Any
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames, operations
+from tornado_gw.core import frames, operations, presence
 from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions, Unauthenticated
 from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
@@ -150,14 +150,13 @@ def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects)
 
 
 def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
-    user_id = _require_auth(conn, "unsubscribe")
-    assert conn.presence_id is not None
+    _require_auth(conn, "unsubscribe")
     for cid in cmd.conversation_ids:
         if cid not in conn.conversations:
             continue
         conn.conversations.discard(cid)
         operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
-        out.append(fx.LeavePresence(cid, user_id, conn.presence_id, cmd.at))
+        presence.leave(state, conn, cid, cmd.at, out)
         _stop_typing_if_last(state, conn, cid, out)
     out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
     out.append(operations.save_session(state, conn))
@@ -165,6 +164,8 @@ def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effe
 
 def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> None:
     user_id = _require_subscribed(conn, cmd.conversation_id, "type")
+    if presence.is_large(state, cmd.conversation_id):
+        return  # accepted, neither stored nor fanned out (CONTRACT §3)
     # Known as typing here at once, not only when the broker echoes typing.start: a
     # typist who leaves before the echo still gets a typing.stop.
     state.typing.setdefault(cmd.conversation_id, set()).add(user_id)
@@ -173,7 +174,7 @@ def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> No
 
 def _presence_query(state: Gateway, conn: Connection, cmd: c.PresenceQuery, out: Effects) -> None:
     _require_subscribed(conn, cmd.conversation_id, "query presence")
-    out.append(fx.QueryPresence(conn.conn_id, cmd.conversation_id, cmd.at))
+    out.append(fx.QueryPresence(conn.conn_id, cmd.conversation_id, cmd.after, cmd.limit))
 
 
 def _ping(state: Gateway, conn: Connection, cmd: c.Ping, out: Effects) -> None:
@@ -266,6 +267,7 @@ def _membership_checked(state: Gateway, cmd: c.MembershipChecked, out: Effects) 
 
 
 def _channel_ready(state: Gateway, cmd: c.ChannelReady, out: Effects) -> None:
+    presence.open_room(state, cmd.channel, cmd.at, out)
     operations.channel_ready(state, cmd.channel, cmd.at, out)
 
 
@@ -292,6 +294,7 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
         return
     state.broker_down = False
     state.next_refresh_at = 0.0  # re-create presence that expired meanwhile at the next tick
+    presence.reload_rooms(state, cmd.at, out)
     channels = tuple(sorted(state.subscribers))
     if not channels:
         return
@@ -330,20 +333,15 @@ def _log_head_known(state: Gateway, cmd: c.LogHeadKnown, out: Effects) -> None:
     state.high_seq = max(state.high_seq or 0, cmd.seq)
 
 
-def _presence_changed(state: Gateway, cmd: c.PresenceChanged, out: Effects) -> None:
-    out.append(fx.Publish(conv_channel(cmd.conversation_id),
-                          frames.presence_update(cmd.conversation_id, cmd.user_id, cmd.online)))
-
-
-def _presence_listed(state: Gateway, cmd: c.PresenceListed, out: Effects) -> None:
+def _presence_page_loaded(state: Gateway, cmd: c.PresencePageLoaded, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
-    if conn is not None and conn.phase is not Phase.CLOSING:
-        out.append(fx.SendFrame(cmd.conn_id, frames.presence_state(cmd.conversation_id, cmd.user_ids)))
-
-
-def _typing_changed(state: Gateway, cmd: c.TypingChanged, out: Effects) -> None:
-    out.append(fx.Publish(conv_channel(cmd.conversation_id),
-                          frames.typing(cmd.conversation_id, cmd.user_id, cmd.typing)))
+    if conn is None or conn.phase is Phase.CLOSING:
+        return
+    page = cmd.page
+    # CONTRACT §3: ``next`` once the page is full; the page after it may be empty.
+    next_after = page.user_ids[-1] if page.user_ids and len(page.user_ids) >= cmd.limit else None
+    out.append(fx.SendFrame(cmd.conn_id, frames.presence_state(
+        cmd.conversation_id, page.user_ids, page.count, next_after)))
 
 
 _CLIENT_HANDLERS: dict[type, Callable[[Gateway, Connection, Any, Effects], None]] = {
@@ -371,7 +369,6 @@ _HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
     c.GapLoaded: deliver_gap,
     c.EffectFailed: _effect_failed,
     c.LogHeadKnown: _log_head_known,
-    c.PresenceChanged: _presence_changed,
-    c.PresenceListed: _presence_listed,
-    c.TypingChanged: _typing_changed,
+    c.FlushPresence: presence.flush,
+    c.PresencePageLoaded: _presence_page_loaded,
 }

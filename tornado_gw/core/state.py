@@ -40,6 +40,9 @@ class Limits:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 100
     replay_max_events: int = 1000
+    presence_batch_ms: float = 250.0
+    presence_list_max: int = 200
+    presence_count_interval_s: float = 10.0
     check_membership: bool = False
     durable_log: bool = True  # a log can fill what a broker outage loses (embedded, or Postgres)
 
@@ -90,6 +93,20 @@ class Connection:
 
 
 @dataclass(slots=True)
+class Room:
+    """Presence of one conversation with local subscribers (rules: ``core/presence.py``)."""
+
+    count: int = 0
+    known: bool = False  # a transition (with its count) arrived since the channel went live
+    pending: list[tuple[str, bool]] | None = None  # (user, online) of the open batch, in order
+    due_at: float | None = None  # when the open batch (or a large room's count) leaves
+    listing: bool = True  # diffs list users; False: a large room, counts only
+    relisting: bool = False  # back under the limit: waiting for the list
+    sent_count: int | None = None  # the count of the last frame sent
+    sent_at: float = float("-inf")  # when that frame was sent
+
+
+@dataclass(slots=True)
 class Gateway:
     limits: Limits = field(default_factory=Limits)
     connections: dict[str, Connection] = field(default_factory=dict)
@@ -106,3 +123,5 @@ class Gateway:
     gaps_pending: int = 0  # LoadGap reads not answered yet; broker frames wait in gap_held
     gap_held: list[BrokerMessage] = field(default_factory=list)
     released: list[str] = field(default_factory=list)  # ops finished with commands queued
+    rooms: dict[str, Room] = field(default_factory=dict)  # conversation -> presence, while served here
+    rooms_due: set[str] = field(default_factory=set)  # rooms with a due_at

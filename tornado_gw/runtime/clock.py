@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from tornado.ioloop import PeriodicCallback
 
-from tornado_gw.core.commands import Command, Tick
+from tornado_gw.core.commands import Command, FlushPresence, Tick
 
 now = time.time
 
@@ -21,3 +21,12 @@ def start_ticking(submit: Callable[[Command], None], interval_s: float) -> Perio
     ticker = PeriodicCallback(lambda: submit(Tick(now())), interval_s * 1000.0)
     ticker.start()
     return ticker
+
+
+def start_presence_flushing(submit: Callable[[Command], None], batch_ms: float) -> PeriodicCallback:
+    """Submit ``FlushPresence(now())`` four times per ``presence_batch_ms`` (at most every
+    10 ms): a batch leaves at most a quarter of a batch after its time (``core/presence.py``
+    rule 3)."""
+    flusher = PeriodicCallback(lambda: submit(FlushPresence(now())), max(batch_ms / 4, 10.0))
+    flusher.start()
+    return flusher

@@ -3,9 +3,9 @@
 Three kinds of work, none of which can stall another:
 
 - **Socket effects** (frames, closes, broker subscriptions) run at once, in order.
-- **Writes** (publishing, sessions, presence, typing) go to ordered lanes
-  (``runtime/lanes.py``): one per broker channel for publishing, one for session
-  snapshots, and the lanes of ``runtime/presence_writes.py``. Each lane is bounded
+- **Writes** (sessions, presence, typing) go to ordered lanes
+  (``runtime/lanes.py``): one for session snapshots and the lanes of
+  ``runtime/presence_writes.py`` (the stores announce their own transitions). Each lane is bounded
   and each write has a deadline; refreshes that pile up merge and go in chunks.
 - **Reads** (session loads, presence queries, membership, replays, gap fills) run
   concurrently, off the ordered lanes, each within its deadline; at most
@@ -52,7 +52,7 @@ LANE_DEPTH = 1_000  # writes queued per lane
 MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
 
-Write = fx.Publish | fx.SaveSession | presence_writes.PresenceWrite
+Write = fx.SaveSession | presence_writes.PresenceWrite
 Read = reads.Read | fx.LoadGap
 READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
@@ -87,7 +87,7 @@ class EffectRunner:
         self._submit = submit
         self._encode = encode
         self._decode = decode
-        self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing, submit)
+        self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing)
         self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
                                            WRITE_DEADLINE_S, WRITES_AT_ONCE)
         self._reads: set[asyncio.Task[None]] = set()
@@ -128,9 +128,7 @@ class EffectRunner:
     # --- writes ----------------------------------------------------------------------
 
     async def _write(self, effect: Write) -> None:
-        if isinstance(effect, fx.Publish):
-            await self._adapters.broker.publish(effect.channel, self._encode(effect.frame))
-        elif isinstance(effect, fx.SaveSession):
+        if isinstance(effect, fx.SaveSession):
             for i in range(0, len(effect.snapshots), SESSION_CHUNK):
                 await self._adapters.sessions.save(effect.snapshots[i:i + SESSION_CHUNK], effect.ttl_s)
         else:
@@ -170,8 +168,6 @@ class EffectRunner:
 
 
 def _lane_of(effect: Write) -> Hashable:
-    if isinstance(effect, fx.Publish):
-        return ("publish", effect.channel)
     if isinstance(effect, fx.SaveSession):
         # One lane: the periodic snapshot of every live session must not overwrite a
         # newer snapshot of one of them (an unsubscribe) queued after it.
@@ -186,7 +182,7 @@ def _merge(queued: Write, new: Write) -> Write | None:
         latest: dict[str, SessionSnapshot] = {s.session_id: s for s in queued.snapshots}
         latest.update((s.session_id, s) for s in new.snapshots)
         return fx.SaveSession(tuple(latest.values()), new.ttl_s)
-    if isinstance(queued, (fx.Publish, fx.SaveSession)) or isinstance(new, (fx.Publish, fx.SaveSession)):
+    if isinstance(queued, fx.SaveSession) or isinstance(new, fx.SaveSession):
         return None
     return presence_writes.merge(queued, new)
 

@@ -44,8 +44,8 @@ async def answer(a: Sources, effect: Read, clock: Callable[[], float] = now) -> 
     if isinstance(effect, fx.LoadSession):
         return c.SessionLoaded(effect.conn_id, await a.sessions.load(effect.session_id), clock())
     if isinstance(effect, fx.QueryPresence):
-        users = await a.presence.online(effect.conversation_id, effect.at)
-        return c.PresenceListed(effect.conn_id, effect.conversation_id, tuple(users), clock())
+        page = await a.presence.page(effect.conversation_id, effect.after, effect.limit)
+        return c.PresencePageLoaded(effect.conn_id, effect.conversation_id, effect.limit, page, clock())
     if isinstance(effect, fx.CheckMembership):
         allowed = await a.membership.allowed(effect.user_id, effect.conversation_ids)
         return c.MembershipChecked(effect.conn_id, frozenset(allowed), clock())

@@ -13,6 +13,7 @@ from tornado.web import RequestHandler
 
 from tornado_gw import metrics
 from tornado_gw.core.ids import is_valid_channel
+from tornado_gw.core.protocol import FrameType
 from tornado_gw.ports import DependencyUnavailable, Publisher
 from tornado_gw.settings import Settings
 from tornado_gw.web import codec
@@ -135,6 +136,8 @@ def _publish_problem(body: Any) -> str | None:
     kind = body.get("type")
     if not isinstance(kind, str) or not 0 < len(kind) <= 128:
         return "'type' must be a non-empty string of at most 128 characters"
+    if kind == FrameType.PRESENCE_TRANSITION.value:
+        return f"'type' {kind} is reserved: the gateways' presence stores publish it"
     if not isinstance(body.get("payload"), dict):
         return "'payload' must be a JSON object"
     return None

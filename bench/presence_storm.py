@@ -1,0 +1,240 @@
+"""The presence storm (issue 11): two gateway instances on one Redis, one big conversation.
+
+Phases, each reported with the gateways' CPU (user+system, both processes, from /proc)
+and the Redis commands it cost (``INFO stats``; use a Redis of your own, the bench's
+``redis_server.py`` or ``--redis``, so nothing else is counted):
+
+1. ``storm``: ``--users`` clients join one conversation, alternately on instance A and B,
+   spread evenly over ``--spread-s``. Reported: presence frames the gateways sent
+   (``gateway_frames_out_total``) in all and per member per second of storm, and the
+   time from the first join until every member's last ``count`` is right.
+   Target (issue 11, 1,000 users in 1 s): at most 3 frames per member per second of
+   storm, under 0.5 s of CPU.
+2. ``reconnect``: ``--reconnect`` of them close and resume on the other instance within
+   ``--reconnect-s``. Reported: the most presence frames one client got per
+   ``presence_count_interval_s``, CPU and Redis commands per reconnect.
+3. ``query``: ``--seed`` more online entries are written straight into the presence
+   store (one synthetic connection each), then one member pages through all online
+   users with ``presence.query`` (``--page`` per page). Reported: time per page.
+
+Usage (from the repository root)::
+
+    .venv/bin/python -m bench.presence_storm [--users 1000] [--spread-s 1] [--reconnect 100]
+        [--reconnect-s 5] [--seed 100000] [--page 1000] [--redis 127.0.0.1:6379]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+import redis.asyncio as aredis
+import ujson
+import websockets
+
+from bench.cross_instance_latency import SECRET, _until, free_ports, gateways
+from bench.procstat import tree_cpu_us
+from tornado_gw.adapters.redis_snapshots import RedisPresence
+from tornado_gw.settings import Settings
+from tornado_gw.web.auth import mint_token
+
+CONVERSATION = "storm"
+COUNT_INTERVAL_S = 10.0  # presence_count_interval_s, the default
+PRESENCE_FRAMES = ("presence.diff", "presence.state")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1000, help="members joining (default 1000)")
+    parser.add_argument("--spread-s", type=float, default=1.0, help="the storm's length (default 1 s)")
+    parser.add_argument("--reconnect", type=int, default=100, help="members resuming elsewhere (default 100)")
+    parser.add_argument("--reconnect-s", type=float, default=5.0, help="over how long (default 5 s)")
+    parser.add_argument("--seed", type=int, default=0, help="online entries added for the query phase")
+    parser.add_argument("--page", type=int, default=1000, help="presence.query limit (default 1000)")
+    parser.add_argument("--redis", default=os.environ.get("REDIS_HOST", "127.0.0.1:6379"))
+    return parser.parse_args()
+
+
+@dataclass
+class Member:
+    """One client in the conversation: counts its presence frames and keeps the last count."""
+
+    user_id: str
+    ws: websockets.ClientConnection
+    session_id: str
+    count: int = -1
+    count_at: float = 0.0
+    frame_times: list[float] = field(default_factory=list)
+    pages: asyncio.Queue[dict[str, object]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            frame = ujson.loads(raw)
+            kind = frame.get("type")
+            if kind not in PRESENCE_FRAMES:
+                continue
+            now = time.monotonic()
+            self.frame_times.append(now)
+            if frame["payload"]["count"] != self.count:
+                self.count, self.count_at = frame["payload"]["count"], now
+            if kind == "presence.state":
+                self.pages.put_nowait(frame["payload"])
+
+
+async def join(port: int, user_id: str, session_id: str | None = None) -> Member:
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None)
+    auth: dict[str, object] = {"token": mint_token(SECRET, user_id, 3600, time.time())}
+    if session_id is not None:
+        auth["session_id"] = session_id
+    await ws.send(ujson.dumps({"type": "auth", "payload": auth}))
+    reply = ujson.loads(await ws.recv())
+    if reply["type"] != "auth.success":
+        raise SystemExit(f"{user_id}: {reply}")
+    member = Member(user_id, ws, reply["payload"]["session_id"])
+    if session_id is None:
+        await ws.send(ujson.dumps({"type": "subscribe", "payload": {"conversation_ids": [CONVERSATION]}}))
+    member.start()
+    return member
+
+
+def frames_out(ports: list[int]) -> int:
+    """Presence frames the gateways sent so far, from their /metrics."""
+    total = 0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                presence = any(f'"{kind}"' in line for kind in PRESENCE_FRAMES)
+                if line.startswith("gateway_frames_out_total") and presence:
+                    total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+class Meter:
+    """CPU of the gateways, Redis commands and presence frames sent, between two reads."""
+
+    def __init__(self, pids: list[int], ports: list[int], redis: aredis.Redis) -> None:
+        self.pids, self.ports, self.redis = pids, ports, redis
+
+    async def read(self) -> tuple[float, int, int]:
+        stats = await self.redis.info("stats")
+        return (sum(tree_cpu_us(pid) for pid in self.pids) / 1e6, int(stats["total_commands_processed"]),
+                frames_out(self.ports))
+
+    async def since(self, start: tuple[float, int, int]) -> tuple[float, int, int]:
+        now = await self.read()
+        return now[0] - start[0], now[1] - start[1], now[2] - start[2]
+
+
+async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> list[Member]:
+    start = await meter.read()
+    t0 = time.monotonic()
+    step = args.spread_s / max(1, args.users)
+
+    async def one(n: int) -> Member:
+        await asyncio.sleep(n * step)
+        return await join(ports[n % 2], f"u{n:06}")
+
+    members = await asyncio.gather(*(one(n) for n in range(args.users)))
+    joined_s = time.monotonic() - t0
+    await _until(lambda: all(m.count == args.users for m in members), 60.0 + COUNT_INTERVAL_S,
+                 lambda: f"members with the right count: {sum(m.count == args.users for m in members)}")
+    settled_s = max(m.count_at for m in members) - t0
+    cpu_s, commands, frames = await meter.since(start)
+    per_member_s = frames / args.users / max(joined_s, 1.0)
+    print(f"storm: {args.users} joins in {joined_s:.2f} s; every count right after {settled_s:.2f} s")
+    print(f"  presence frames sent {frames} ({per_member_s:.2f} per member per second of storm; target <= 3)")
+    print(f"  gateway CPU {cpu_s:.3f} s (target < 0.5 s); Redis commands {commands} "
+          f"({commands / args.users:.1f} per join)")
+    return members
+
+
+async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, members: list[Member]) -> None:
+    movers = members[:args.reconnect]
+    if not movers:
+        return
+    start = await meter.read()
+    t0 = time.monotonic()
+    step = args.reconnect_s / len(movers)
+
+    async def move(n: int, member: Member) -> Member:
+        await asyncio.sleep(n * step)
+        await member.ws.close()
+        return await join(ports[(n + 1) % 2], member.user_id, member.session_id)
+
+    moved = await asyncio.gather(*(move(n, m) for n, m in enumerate(movers)))
+    members[:len(moved)] = moved
+    await asyncio.sleep(COUNT_INTERVAL_S)  # what a count-only diff would bring arrives meanwhile
+    window = time.monotonic() - t0
+    cpu_s, commands, frames = await meter.since(start)
+    worst = max(_most_in_a_window(m.frame_times, t0, COUNT_INTERVAL_S) for m in members)
+    print(f"reconnect: {len(moved)} resumed on the other instance over {args.reconnect_s:.1f} s "
+          f"(observed {window:.1f} s)")
+    print(f"  most presence frames one client got per {COUNT_INTERVAL_S:.0f} s: {worst} (target <= 1); "
+          f"presence frames sent {frames}")
+    print(f"  gateway CPU {cpu_s:.3f} s ({cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
+          f"Redis commands {commands} ({commands / len(moved):.1f} per reconnect)")
+
+
+def _most_in_a_window(times: list[float], since: float, window_s: float) -> int:
+    recent = [t for t in times if t >= since]
+    return max((sum(1 for u in recent if t <= u < t + window_s) for t in recent), default=0)
+
+
+async def query(args: argparse.Namespace, prefix: str, member: Member) -> None:
+    if args.seed:
+        presence = RedisPresence.from_settings(Settings(redis_host=args.redis, prefix=prefix))
+        entries = [(CONVERSATION, f"seed{n:07}", "bench") for n in range(args.seed)]
+        try:
+            await presence.rejoin(entries, time.time() + 3600)
+        finally:
+            await presence.close()
+    while not member.pages.empty():
+        member.pages.get_nowait()
+    timings, after, users = [], None, 0
+    while True:
+        sent = time.perf_counter()
+        await member.ws.send(ujson.dumps({"type": "presence.query", "payload": {
+            "conversation_id": CONVERSATION, "limit": args.page, "after": after}}))
+        page = await asyncio.wait_for(member.pages.get(), 30)
+        timings.append((time.perf_counter() - sent) * 1000)
+        users += len(page["user_ids"])  # type: ignore[arg-type]
+        after = page["next"]
+        if after is None:
+            break
+    p99 = statistics.quantiles(timings, n=100)[98] if len(timings) > 1 else timings[0]
+    print(f"query: {users} online users in {len(timings)} pages of {args.page}: "
+          f"median {statistics.median(timings):.2f} ms, p99 {p99:.2f} ms per page")
+
+
+async def run(args: argparse.Namespace) -> None:
+    ports = free_ports(2)
+    prefix = f"storm{uuid.uuid4().hex[:8]}:"
+    host, _, port = args.redis.rpartition(":")
+    redis = aredis.Redis(host=host, port=int(port))
+    try:
+        with gateways(ports, args.redis, prefix, 10) as procs:
+            meter = Meter([proc.pid for proc in procs], ports, redis)
+            members = await storm(args, ports, meter)
+            await reconnect(args, ports, meter, members)
+            await query(args, prefix, members[-1])
+            for member in members:
+                await member.ws.close()
+    finally:
+        keys = [key async for key in redis.scan_iter(match=prefix + "*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start:start + 1000])
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(run(parse_args()))

@@ -1,0 +1,143 @@
+"""The presence path of the runtime, in process: two gateway cores (Dispatcher and
+EffectRunner) on one real Redis, each with the real Redis broker and stores, and a
+transport that records what each connection would be sent (CONTRACT §3 v2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ujson
+
+from tests.support.redis import eventually, repeat_until, run
+from tornado_gw.adapters.memory import AllowAllMembership
+from tornado_gw.adapters.redis_broker import RedisBroker
+from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
+from tornado_gw.adapters.wiring import NoDurableLog
+from tornado_gw.core import commands as c
+from tornado_gw.core.state import Gateway, Limits
+from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.dispatcher import Dispatcher
+from tornado_gw.runtime.effects import Adapters, EffectRunner
+from tornado_gw.runtime.feed import BrokerFeed
+from tornado_gw.settings import Settings
+from tornado_gw.web import codec
+
+
+class Sockets:
+    """The ``Transport``: what each connection was sent, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[dict[str, Any]]] = {}
+
+    def send(self, conn_id: str, data: bytes) -> None:
+        self.sent.setdefault(conn_id, []).append(ujson.loads(data))
+
+    def send_many(self, conn_ids: Sequence[str], data: bytes) -> None:
+        for conn_id in conn_ids:
+            self.send(conn_id, data)
+
+    def close(self, conn_id: str, code: int, reason: str) -> None:
+        self.sent.setdefault(conn_id, []).append({"type": "close", "code": code})
+
+    def of(self, conn_id: str, kind: str) -> list[dict[str, Any]]:
+        return [frame["payload"] for frame in self.sent.get(conn_id, []) if frame["type"] == kind]
+
+
+class Instance:
+    """One gateway's core and runtime, without the web layer."""
+
+    def __init__(self, settings: Settings, limits: Limits, presence: RedisPresence | None = None) -> None:
+        self.sockets = Sockets()
+        self.dispatcher = Dispatcher(Gateway(limits))
+        presence = presence or RedisPresence.from_settings(settings)
+        self.adapters = Adapters(RedisBroker(settings), NoDurableLog(), RedisSessions.from_settings(settings),
+                                 presence, RedisTyping.from_settings(settings), AllowAllMembership())
+        self.runner = EffectRunner(self.adapters, self.sockets, self.dispatcher.submit, codec.encode,
+                                   codec.decode_or_none)
+        self.dispatcher.attach(self.runner.perform)
+
+    async def start(self) -> None:
+        await self.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
+
+    async def stop(self) -> None:
+        await self.runner.stop(5.0)
+        adapters = self.adapters
+        for closer in (adapters.broker, adapters.sessions, adapters.presence, adapters.typing):
+            await closer.close()
+
+    def join(self, conn_id: str, user_id: str, *conversations: str) -> None:
+        submit = self.dispatcher.submit
+        submit(c.Connect(conn_id, now()))
+        submit(c.Authenticate(conn_id, user_id, None, None, None, f"s-{conn_id}", now()))
+        submit(c.Subscribe(conn_id, conversations, None, now()))
+
+    def flush(self) -> None:
+        self.dispatcher.submit(c.FlushPresence(now()))
+
+
+@asynccontextmanager
+async def instances(settings: Settings, count: int, presence: RedisPresence | None = None,
+                    **limits: Any) -> AsyncIterator[list[Instance]]:
+    running = [Instance(settings, Limits(**limits), presence) for _ in range(count)]
+    for instance in running:
+        await instance.start()
+    try:
+        yield running
+    finally:
+        for instance in running:
+            await instance.stop()
+
+
+async def _flushing(running: list[Instance], until: Callable[[], bool], what: str) -> None:
+    """Flush the presence batches (as the clock would) until ``until()`` holds."""
+    async def flush() -> None:
+        for instance in running:
+            instance.flush()
+
+    await repeat_until(flush, until, what)
+
+
+def test_runtime_batches_presence_across_instances_with_one_count(redis_host: str,
+                                                                 redis_prefix: str) -> None:
+    """Joins on B reach A's subscriber as diffs with the cluster-wide count, and a query
+    pages through the store."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+
+    async def scenario() -> None:
+        async with instances(settings, 2, presence_batch_ms=100.0) as (a, b):
+            a.join("obs", "observer", "c1")
+            await _flushing([a, b], lambda: bool(a.sockets.of("obs", "presence.diff")), "the own join")
+            for n in range(5):
+                b.join(f"k{n}", f"u{n}", "c1")
+
+            def joined() -> list[str]:
+                return [uid for diff in a.sockets.of("obs", "presence.diff") for uid in diff["joins"]]
+
+            await _flushing([a, b], lambda: len(joined()) == 6, "five joins on the other instance")
+            assert sorted(joined()) == ["observer", "u0", "u1", "u2", "u3", "u4"]
+            assert a.sockets.of("obs", "presence.diff")[-1]["count"] == 6
+            a.dispatcher.submit(c.PresenceQuery("obs", "c1", "u1", 2, now()))
+            await eventually(lambda: bool(a.sockets.of("obs", "presence.state")), "a page")
+            assert a.sockets.of("obs", "presence.state") == [
+                {"conversation_id": "c1", "user_ids": ["u2", "u3"], "count": 6, "next": "u3"}]
+
+    run(scenario())
+
+
+def test_runtime_answers_a_presence_query_the_store_cannot_serve_with_unavailable(
+        redis_host: str, redis_prefix: str) -> None:
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+    unreachable = RedisPresence.from_settings(Settings(redis_host="127.0.0.1:1", prefix=redis_prefix))
+
+    async def scenario() -> None:
+        async with instances(settings, 1, unreachable) as (a,):
+            a.join("obs", "observer", "c1")
+            await eventually(lambda: bool(a.sockets.of("obs", "subscribed")), "the subscription")
+            a.dispatcher.submit(c.PresenceQuery("obs", "c1", None, 10, now()))
+            await eventually(lambda: bool(a.sockets.of("obs", "error")), "the error")
+            assert a.sockets.of("obs", "error") == [{"code": "unavailable", "ref_type": "presence.query",
+                                                    "message": "try again later: presence could not be read"}]
+
+    run(scenario())
