@@ -57,15 +57,17 @@ def _client_types() -> set[str]:
 
 CLIENT = _frames_of("Client → server")
 SERVER = _frames_of("Server → client")
+INTERNAL = _frames_of("Between instances")
 
 
 def test_every_frame_type_of_the_code_has_its_section_on_the_right_side_and_no_other_type_does() -> None:
     assert set(CLIENT) == _client_types()
-    assert set(SERVER) == {kind.value for kind in FrameType} - _client_types()
+    assert set(SERVER) | set(INTERNAL) == {kind.value for kind in FrameType} - _client_types()
+    assert not set(SERVER) & set(INTERNAL)
 
 
 def test_every_frame_section_has_an_example() -> None:
-    assert [kind for kind, examples in {**CLIENT, **SERVER}.items() if not examples] == []
+    assert [kind for kind, examples in {**CLIENT, **SERVER, **INTERNAL}.items() if not examples] == []
 
 
 @pytest.mark.parametrize("kind", sorted(CLIENT))
@@ -80,7 +82,10 @@ def _dummy(hint: Any, flag: bool) -> Any:
     """A value of the annotated type, to call a frame builder with."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return _dummy(next(arg for arg in typing.get_args(hint) if arg is not type(None)), flag)
+        args = typing.get_args(hint)
+        if type(None) in args and not flag:  # optional: built once without it
+            return None
+        return _dummy(next(arg for arg in args if arg is not type(None)), flag)
     if hint is bool:
         return flag
     if hint in (str, int, float):
@@ -98,9 +103,10 @@ def _built_fields() -> dict[str, set[frozenset[str]]]:
     """Frame type -> the payload field sets that the builders of core/frames.py write."""
     built: dict[str, set[frozenset[str]]] = {}
     for name, builder in inspect.getmembers(frames, inspect.isfunction):
-        if builder.__module__ != frames.__name__ or name.startswith("_") or name == "frame":
-            continue
         hints = typing.get_type_hints(builder)
+        if builder.__module__ != frames.__name__ or name.startswith("_") or name == "frame" \
+                or hints.get("return") != frames.Frame:
+            continue
         params = inspect.signature(builder).parameters
         for flag in (True, False):
             made = builder(**{p: _dummy(hints[p], flag) for p in params})
@@ -110,8 +116,8 @@ def _built_fields() -> dict[str, set[frozenset[str]]]:
 
 def test_server_examples_carry_exactly_the_fields_the_code_writes() -> None:
     built = _built_fields()
-    assert set(built) <= set(SERVER)
-    for kind, examples in SERVER.items():
+    assert set(built) <= set(SERVER) | set(INTERNAL)
+    for kind, examples in {**SERVER, **INTERNAL}.items():
         for example in examples:
             assert example["type"] == kind and isinstance(example["payload"], dict)
             if kind in built:
