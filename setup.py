@@ -29,6 +29,7 @@ setup(
             "coverage[toml]>=7.4,<8",
             "websockets>=13,<18",
             "hypothesis>=6.100,<7",
+            "cryptography>=42",  # key pairs made in the tests for RS*/ES*/EdDSA tokens
             "ruff>=0.6",
         ],
     },

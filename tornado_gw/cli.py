@@ -120,9 +120,12 @@ def _token(settings: Settings, flags: Mapping[str, str]) -> int:
     """Print a JWT for ``--user`` (CONTRACT §1), valid ``--ttl`` seconds (default 3600)."""
     from tornado_gw.web.auth import mint_token
 
+    if settings.uses_public_keys:
+        raise UsageError("token signs with jwt_secret (HS*); with jwt_public_key or jwt_jwks_url set, "
+                         "tokens come from the identity provider that holds the private key")
     user_id = _valid_id(flags, "user")
     ttl_s = _positive(flags.get("ttl", "3600"), "ttl")
-    assert settings.jwt_secret is not None  # load_settings always resolves it
+    assert settings.jwt_secret is not None  # load_settings resolves it for HS* tokens
     print(mint_token(settings.jwt_secret, user_id, ttl_s, time.time(), settings.jwt_algorithms[0]))
     return 0
 

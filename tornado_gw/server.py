@@ -29,6 +29,7 @@ from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.settings import Settings
 from tornado_gw.web import codec
 from tornado_gw.web.app import make_app
+from tornado_gw.web.auth import TokenVerifier
 from tornado_gw.web.http_handlers import HttpContext
 from tornado_gw.web.writer import SocketRegistry
 from tornado_gw.web.ws_handler import SocketContext
@@ -58,15 +59,19 @@ class GatewayServer:
                                    codec.encode, codec.decode_or_none)
         self.dispatcher.attach(self.runner.perform)
         self.http_server: HTTPServer | None = None
+        self.verifier = TokenVerifier(settings)  # SettingsError for a bad jwt_public_key
 
     async def start(self) -> None:
         settings = self.settings
         self.runner.start()
+        if self.verifier.jwks is not None:
+            await self.verifier.jwks.fetch()  # bounded; tokens of a kid it misses fetch again
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
                         lambda: self.draining, self.wiring.publisher),
-            SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining),
+            SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining,
+                          self.verifier),
         )
         self.http_server = app.listen(settings.port, xheaders=False)
         self.ticker = start_ticking(self.dispatcher.submit, settings.tick_interval_s)
