@@ -166,3 +166,18 @@ class TypingStore(Protocol):
     async def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop entries expired by ``now``; each ``(conversation_id, user_id)``
         returned to one caller only (announce stop)."""
+
+
+class ConnectionSlots(Protocol):
+    """Open connections per user (``max_connections_per_user``), cluster-wide where the
+    store is shared. A slot expires ``ttl_s`` (``presence_ttl_s``) after its last claim or
+    refresh, so the slots of an instance that died without a word stop counting then."""
+
+    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        """Take a slot (or keep one already held); False when ``limit`` live slots are taken."""
+
+    async def release(self, user_id: str, slot_id: str) -> None:
+        """Give the slot back; idempotent."""
+
+    async def refresh(self, slots: Sequence[tuple[str, str]], now: float) -> None:
+        """Push the expiry of ``(user_id, slot_id)`` slots still held forward (one round trip)."""

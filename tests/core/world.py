@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from tornado_gw.adapters.memory import MemoryPresence, MemorySessions, MemoryTyping
+from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core.reducer import handle
@@ -53,6 +54,7 @@ class World:
         self.sessions = MemorySessions(clock=lambda: self.now)
         self.presence = MemoryPresence()
         self.typing = MemoryTyping()
+        self.slots = MemorySlots(self.state.limits.presence_ttl_s)
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -202,6 +204,13 @@ class World:
             self.submit(c.SessionLoaded(effect.conn_id, snapshot, self.now))
         elif isinstance(effect, fx.SaveSession):
             _now(self.sessions.save(effect.snapshots, effect.ttl_s))
+        elif isinstance(effect, fx.DeleteSession):
+            _now(self.sessions.delete(effect.session_id))
+        elif isinstance(effect, fx.ClaimConnection):
+            granted = _now(self.slots.claim(effect.user_id, effect.slot_id, effect.limit, self.now))
+            self.submit(c.ConnectionClaimed(effect.conn_id, granted, self.now))
+        elif isinstance(effect, fx.ReleaseConnection):
+            _now(self.slots.release(effect.user_id, effect.slot_id))
         elif isinstance(effect, (fx.JoinPresence, fx.LeavePresence, fx.RejoinPresence, fx.RefreshPresence,
                                  fx.QueryPresence, fx.ExpireStale)):
             self._presence(effect)

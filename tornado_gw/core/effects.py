@@ -68,6 +68,13 @@ class LoadSession:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteSession:
+    """The session can no longer be resumed (``POST /disconnect``); after any save before it."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SaveSession:
     snapshots: tuple[SessionSnapshot, ...]
     ttl_s: float
@@ -156,9 +163,31 @@ class LoadGap:
 
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
+
+# --- the per-user connection count (``runtime/access.py``) -------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClaimConnection:
+    """Count the connection against ``max_connections_per_user``; ``ConnectionClaimed`` answers."""
+
+    conn_id: ConnId
+    user_id: str
+    slot_id: str  # unique per connection cluster-wide (its presence id)
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseConnection:
+    user_id: str
+    slot_id: str
+
+
+ACCESS = (ClaimConnection, ReleaseConnection)
+
 Effect = (
     SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
+    | DeleteSession | ClaimConnection | ReleaseConnection
 )

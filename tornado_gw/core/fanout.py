@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tornado_gw.core import access, operations
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import operations
 from tornado_gw.core.ids import conversation_of
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.state import Gateway, Phase
@@ -36,6 +36,9 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         state.high_seq = max(state.high_seq or 0, seq)
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
+    if kind in access.CONTROL:
+        access.server_command(state, cmd, kind, out)  # the server API's, not a client's frame
+        return
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)
     subscribers = state.subscribers.get(channel)
     if not subscribers:
@@ -57,6 +60,8 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         targets.append(conn_id)
     if targets:
         out.append(fx.Deliver(targets, cmd.data, kind))
+    if kind == access.REMOVED:
+        access.revoke_live(state, channel, frame.get("payload"), seq, cmd.at, out)
 
 
 def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:

@@ -40,6 +40,7 @@ class Limits:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 100
     replay_max_events: int = 1000
+    max_connections_per_user: int = 100
     check_membership: bool = False
 
 
@@ -63,6 +64,7 @@ class Operation:
     channels: frozenset[str] = frozenset()
     waiting: set[str] = field(default_factory=set)
     replaying: bool = False
+    revoked: dict[str, int] = field(default_factory=dict)  # requested, then removed: cid -> removal seq
     buffer: list[tuple[int | None, str, bytes, str]] = field(default_factory=list)
 
 
@@ -82,6 +84,7 @@ class Connection:
     conversations: set[str] = field(default_factory=set)
     delivered: dict[str, int] = field(default_factory=dict)
     warned: bool = False
+    ended: bool = False  # closed by POST /disconnect: its session is deleted, not saved
     op: Operation | None = None
     queued: list[Command] = field(default_factory=list)
 
