@@ -26,6 +26,7 @@ from tornado_gw.runtime.clock import now, start_ticking
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
+from tornado_gw.runtime.slots import SlotKeeper
 from tornado_gw.settings import Settings
 from tornado_gw.web import codec
 from tornado_gw.web.app import make_app
@@ -55,8 +56,9 @@ class GatewayServer:
         self.draining = False
         self.dispatcher = Dispatcher(Gateway(limits=limits_from(settings)))
         self.registry = SocketRegistry(self.dispatcher.submit, settings.outbound_buffer_bytes)
+        self.slots = SlotKeeper(wiring.slots, self.dispatcher.submit, settings.presence_ttl_s)
         self.runner = EffectRunner(wiring.adapters, self.registry, self.dispatcher.submit,
-                                   codec.encode, codec.decode_or_none)
+                                   codec.encode, codec.decode_or_none, self.slots)
         self.dispatcher.attach(self.runner.perform)
         self.http_server: HTTPServer | None = None
         self.verifier = TokenVerifier(settings)  # SettingsError for a bad jwt_public_key
@@ -64,12 +66,13 @@ class GatewayServer:
     async def start(self) -> None:
         settings = self.settings
         self.runner.start()
+        self.slots.start()
         if self.verifier.jwks is not None:
             await self.verifier.jwks.fetch()  # bounded; tokens of a kid it misses fetch again
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
-                        lambda: self.draining, self.wiring.publisher),
+                        lambda: self.draining, self.wiring.publisher, self.wiring.adapters.broker.publish),
             SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining,
                           self.verifier),
         )
@@ -111,6 +114,7 @@ class GatewayServer:
 
     async def stop(self, flush_timeout_s: float) -> None:
         self.ticker.stop()
+        self.slots.stop()
         self.head_task.cancel()
         if self.http_server is not None:
             self.http_server.stop()

@@ -42,7 +42,7 @@ Effects = list[fx.Effect]
 REMOVED = FrameType.MEMBERSHIP_REMOVED.value
 _REMOVED_BYTES = REMOVED.encode()
 CONTROL = frozenset({FrameType.SERVER_UNSUBSCRIBE.value, FrameType.SERVER_DISCONNECT.value})
-MAX_SERVER_REASON_CHARS = 200
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame carries at most 125 bytes, 2 for the code
 
 
 def close(conn: Connection, code: CloseCode, reason: str, out: Effects) -> None:
@@ -196,10 +196,8 @@ def server_command(state: Gateway, cmd: c.BrokerMessage, kind: str, out: Effects
     payload = payload if isinstance(payload, dict) else {}
     for conn in _user_connections(state, cmd.channel):
         if kind == FrameType.SERVER_DISCONNECT.value:
-            reason = payload.get("reason")
             conn.ended = True
-            close(conn, CloseCode.DISCONNECTED,
-                  reason[:MAX_SERVER_REASON_CHARS] if isinstance(reason, str) else "disconnected", out)
+            close(conn, CloseCode.DISCONNECTED, close_reason(payload.get("reason")), out)
             continue
         ids = payload.get("conversation_ids")
         wanted = [cid for cid in ids if is_valid_id(cid)] if isinstance(ids, list) else []
@@ -207,6 +205,13 @@ def server_command(state: Gateway, cmd: c.BrokerMessage, kind: str, out: Effects
         if left:
             out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(left, reason="server")))
             out.append(operations.save_session(state, conn))
+
+
+def close_reason(reason: Any) -> str:
+    """The reason of a 4010 close as it fits in a close frame."""
+    if not isinstance(reason, str) or not reason:
+        return "disconnected by the application"
+    return reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 def end_session(state: Gateway, conn: Connection, at: float, out: Effects) -> None:

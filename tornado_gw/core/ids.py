@@ -52,5 +52,10 @@ def presence_key(prefix: str, conversation_id: str) -> str:
     return f"{prefix}presence:{conversation_id}"
 
 
+def connections_key(prefix: str, user_id: str) -> str:
+    """The user's open connections, cluster-wide (``max_connections_per_user``)."""
+    return f"{prefix}connections:{user_id}"
+
+
 def typing_key(prefix: str, conversation_id: str) -> str:
     return f"{prefix}typing:{conversation_id}"

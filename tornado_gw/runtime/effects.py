@@ -29,6 +29,7 @@ from tornado_gw.ports import (
     TypingStore,
 )
 from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.slots import SlotKeeper
 
 log = logging.getLogger(__name__)
 ADAPTER_TIMEOUT_S = 10.0
@@ -57,8 +58,10 @@ class Adapters:
 
 class EffectRunner:
     def __init__(self, adapters: Adapters, transport: Transport, submit: Callable[[c.Command], None],
-                 encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+                 encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
+                 slots: SlotKeeper | None = None) -> None:
         self._adapters = adapters
+        self._slots = slots
         self._transport = transport
         self._submit = submit
         self._encode = encode
@@ -95,6 +98,9 @@ class EffectRunner:
                 self._adapters.broker.unsubscribe(effect.channel)
             elif isinstance(effect, fx.CONCURRENT):
                 self._spawn(self._concurrent(effect))
+            elif isinstance(effect, fx.ACCESS):
+                if self._slots is not None:
+                    self._slots.perform(effect)
             elif isinstance(effect, fx.ExpireStale):
                 if not self._sweeping:  # a slow store must not pile sweeps up
                     self._sweeping = True
@@ -136,6 +142,8 @@ class EffectRunner:
             self._submit(c.SessionLoaded(effect.conn_id, snapshot, now()))
         elif isinstance(effect, fx.SaveSession):
             await a.sessions.save(effect.snapshots, effect.ttl_s)
+        elif isinstance(effect, fx.DeleteSession):
+            await a.sessions.delete(effect.session_id)
         elif isinstance(effect, fx.JoinPresence):
             joined = await a.presence.join(effect.conversation_id, effect.user_id, effect.session_id,
                                            effect.expires_at)
