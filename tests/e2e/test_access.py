@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ROOT, T, Client, GatewayProcess, joined, token
+from tests.e2e.harness import ROOT, Client, GatewayProcess, T, joined, token
 from tests.support.keys import ALGORITHMS, JwksServer, key_pair
 
 pytestmark = pytest.mark.e2e
@@ -21,8 +21,8 @@ KEY = "server-api-key-for-the-access-tests"
 
 def cli(gateway: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**gateway.env, "PUBLISH_API_KEY": KEY}
-    return subprocess.run([sys.executable, "-m", "tornado_gw", *args, "--url", gateway.url], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=2 * T)
+    command = [sys.executable, "-m", "tornado_gw", *args, "--url", gateway.url]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2 * T)
 
 
 async def test_cli_unsubscribe_and_disconnect_act_on_every_connection_of_the_user(
@@ -35,8 +35,8 @@ async def test_cli_unsubscribe_and_disconnect_act_on_every_connection_of_the_use
     for client in (a1, a2):
         frame = await client.expect("unsubscribed")
         assert frame["payload"] == {"conversation_ids": ["c1"], "reason": "server"}
-    status, body = gateway.http("POST", "/publish", {"channel": "conv:c1", "type": "message.new", "payload": {}},
-                                {"Authorization": f"Bearer {KEY}"})
+    event = {"channel": "conv:c1", "type": "message.new", "payload": {}}
+    status, body = gateway.http("POST", "/publish", event, {"Authorization": f"Bearer {KEY}"})
     assert status == 202, body
     assert (await bob.expect("message.new"))["seq"] == body["seq"]
     assert [f for f in await a1.silent(0.3) if f["type"] == "message.new"] == []
@@ -114,8 +114,9 @@ def test_start_up_refuses_mixed_algorithms_and_a_short_production_secret(
         start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
     pem = tmp_path / "key.pem"
     pem.write_text(key_pair("ES256").public_pem)
-    for settings, named in (({"jwt_algorithms": "HS256,ES256", "jwt_public_key": str(pem)}, "jwt_algorithms"),
-                            ({"MODE": "production", "JWT_SECRET": "short", "authorization": "none"}, "jwt_secret")):
+    mixed = {"jwt_algorithms": "HS256,ES256", "jwt_public_key": str(pem)}
+    short = {"MODE": "production", "JWT_SECRET": "short", "authorization": "none"}
+    for settings, named in ((mixed, "jwt_algorithms"), (short, "jwt_secret")):
         gateway = start_gateway(wait=False, **settings)
         assert gateway.wait_exit() == 2
         lines = gateway.logs().strip().splitlines()

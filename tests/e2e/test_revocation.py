@@ -32,11 +32,12 @@ def remove_member(cluster: Cluster, conversation_id: str, user_id: str) -> int:
     names = {"outbox": sql.Identifier(cluster.settings.outbox_table),
              "members": sql.Identifier(cluster.settings.members_table)}
     with psycopg.connect(cluster.settings.postgres_dsn or "", autocommit=True) as conn, conn.transaction():
-        conn.execute(sql.SQL("DELETE FROM {members} WHERE conversation_id = %s AND user_id = %s").format(**names),
-                     (conversation_id, user_id))
-        row = conn.execute(sql.SQL("INSERT INTO {outbox} (channel, event_type, payload) VALUES (%s, %s, %s) "
-                                   "RETURNING id").format(**names),
-                           (f"user:{user_id}", REMOVED, Jsonb({"conversation_id": conversation_id}))).fetchone()
+        delete = sql.SQL("DELETE FROM {members} WHERE conversation_id = %s AND user_id = %s").format(**names)
+        conn.execute(delete, (conversation_id, user_id))
+        insert = sql.SQL("INSERT INTO {outbox} (channel, event_type, payload) "
+                         "VALUES (%s, %s, %s) RETURNING id")
+        payload = Jsonb({"conversation_id": conversation_id})
+        row = conn.execute(insert.format(**names), (f"user:{user_id}", REMOVED, payload)).fetchone()
     assert row is not None
     return int(row[0])
 
