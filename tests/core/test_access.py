@@ -17,6 +17,7 @@ from tests.core.support import (
 )
 from tests.core.world import World, _now, encode
 from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
 
 REMOVED = "membership.removed"
@@ -214,3 +215,26 @@ def test_no_cap_when_zero() -> None:
         login(w, f"a{n}", "alice")
     assert w.closed == {}
     connect(w, "x")
+
+
+def test_a_removal_that_arrives_while_the_resume_replay_loads_cuts_the_replay_too() -> None:
+    w = world(check_membership=True, members=members(alice="c1,c2"))
+    login(w, "a", "alice")
+    subscribe(w, "a", "c1", "c2")
+    disconnect(w, "a")
+    below = say(w, "c1", 0)
+    connect(w, "a2")
+    w.submit(c.Authenticate("a2", "alice", None, "s-a", 0, "s-a2", w.now))
+    w.answer_stores()
+    w.settle(slow=False)  # membership granted, channels live, reply sent, the replay read still out
+    assert any(isinstance(effect, fx.LoadReplay) for effect in w.slow)
+    removal = remove(w, "alice", "c1")  # arrives live: held with the operation
+    above = say(w, "c1", 1)
+    kept = say(w, "c2", 2)
+    w.settle()
+    got = take(w, "a2")
+    assert got[0]["payload"]["conversation_ids"] == ["c1", "c2"]  # granted before the removal
+    assert seen(got) == [("message.new", below), (REMOVED, removal), ("message.new", kept)]
+    assert above not in numbered(w, "a2")
+    assert w.state.connections["a2"].conversations == {"c2"}
+    assert "alice" not in w.online("c1")

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.e2e.harness import Client, T, wait_until
+from tests.e2e.harness import Client, T, token, wait_until
 from tests.e2e.test_durable import Cluster, joined, message, new_cluster, numbered, replay, seqs
 from tests.support.tcp_proxy import ProxyThread
 
@@ -97,6 +97,29 @@ async def test_a_removal_while_offline_is_replayed_up_to_its_place_on_resume(clu
     assert await replay(alice) == ([*below, removal, other], {"count": 4, "recovered": True})
     live = cluster.published(cluster.insert([message("c1", 500), message("c2", 501)]))
     assert seqs(await numbered(alice, 1)) == [live[1]]
+    await alice.close()
+
+
+async def test_a_removal_written_during_a_resume_replay_cuts_at_its_place(cluster: Cluster) -> None:
+    """Wherever the removal lands (before the membership check, in the replay read, or held
+    live while the replay loads), the client sees the same stream."""
+    cluster.add_members(("c1", "alice"), ("c2", "alice"))
+    first, second = cluster.gateway(), cluster.gateway()
+    cluster.relay()
+    alice, session = await joined(first, "alice", "c1", "c2")
+    await alice.close()
+    below = cluster.published(cluster.insert([message("c1", n) for n in range(300)]))
+    alice = await Client.connect(second)
+    await alice.send("auth", {"token": token("alice"), "session_id": session, "last_seq": 0})
+    cut = cluster.published([remove_member(cluster, "c1", "alice")])[0]
+    above = cluster.published(cluster.insert([message("c1", 1000 + n) for n in range(5)]))
+    last = cluster.published(cluster.insert([message("c2", 2000)]))[0]
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1].get("seq") != last:
+        frames.append(await alice.next(timeout=2 * T))
+    numbered_frames = kinds_and_seqs(frames)
+    assert numbered_frames == [("message.new", s) for s in below] + [(REMOVED, cut), ("message.new", last)]
+    assert not set(above) & {seq for _, seq in numbered_frames}
     await alice.close()
 
 
