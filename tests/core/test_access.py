@@ -42,6 +42,15 @@ def members(**rooms: str) -> dict[str, set[str]]:
     return {user: set(cids.split(",")) for user, cids in rooms.items()}
 
 
+def gone_offline() -> World:
+    """Alice, a member of c1 and c2, subscribed to both on connection "a", which closed."""
+    w = world(check_membership=True, members=members(alice="c1,c2"))
+    login(w, "a", "alice")
+    subscribe(w, "a", "c1", "c2")
+    disconnect(w, "a")
+    return w
+
+
 def test_a_removal_ends_the_conversation_at_its_place_in_the_stream_on_every_connection() -> None:
     w = world(check_membership=True, members=members(alice="c1,c2", bob="c1"))
     for conn, user in (("a1", "alice"), ("a2", "alice"), ("b", "bob")):
@@ -78,10 +87,7 @@ def test_a_later_re_add_and_subscribe_works() -> None:
 
 def test_a_resume_after_a_removal_while_offline_replays_up_to_the_removal() -> None:
     """Issue 12: the resume used to drop the events below the removal too."""
-    w = world(check_membership=True, members=members(alice="c1,c2"))
-    login(w, "a", "alice")
-    subscribe(w, "a", "c1", "c2")
-    disconnect(w, "a")
+    w = gone_offline()
     below = say(w, "c1", 0)
     removal = remove(w, "alice", "c1")
     above = say(w, "c1", 1)
@@ -218,10 +224,7 @@ def test_no_cap_when_zero() -> None:
 
 
 def test_a_removal_that_arrives_while_the_resume_replay_loads_cuts_the_replay_too() -> None:
-    w = world(check_membership=True, members=members(alice="c1,c2"))
-    login(w, "a", "alice")
-    subscribe(w, "a", "c1", "c2")
-    disconnect(w, "a")
+    w = gone_offline()
     below = say(w, "c1", 0)
     connect(w, "a2")
     w.submit(c.Authenticate("a2", "alice", None, "s-a", 0, "s-a2", w.now))

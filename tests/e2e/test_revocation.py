@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.e2e.harness import Client, T, token, wait_until
+from tests.e2e.harness import Client, GatewayProcess, T, token, wait_until
 from tests.e2e.test_durable import Cluster, joined, message, new_cluster, numbered, replay, seqs
 from tests.support.tcp_proxy import ProxyThread
 
@@ -53,6 +53,14 @@ def removal_then(cluster: Cluster, user: str, cid: str, before: int = 1, after: 
     return published[:before], published[before], published[before + 1:-1], published[-1]
 
 
+def two_gateways(cluster: Cluster) -> tuple[GatewayProcess, GatewayProcess]:
+    """Alice a member of c1 and c2; two gateways and a relay."""
+    cluster.add_members(("c1", "alice"), ("c2", "alice"))
+    first, second = cluster.gateway(), cluster.gateway()
+    cluster.relay()
+    return first, second
+
+
 def kinds_and_seqs(frames: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(f["type"], f["seq"]) for f in frames if "seq" in f]
 
@@ -84,9 +92,7 @@ async def test_a_live_removal_cuts_the_stream_on_every_connection_of_both_instan
 
 async def test_a_removal_while_offline_is_replayed_up_to_its_place_on_resume(cluster: Cluster) -> None:
     """Issue 12: the resume used to re-check membership and drop the events below the removal."""
-    cluster.add_members(("c1", "alice"), ("c2", "alice"))
-    first, second = cluster.gateway(), cluster.gateway()
-    cluster.relay()
+    first, second = two_gateways(cluster)
     alice, session = await joined(first, "alice", "c1", "c2")
     await alice.close()
     below, removal, _above, other = removal_then(cluster, "alice", "c1", before=2)
@@ -103,9 +109,7 @@ async def test_a_removal_while_offline_is_replayed_up_to_its_place_on_resume(clu
 async def test_a_removal_written_during_a_resume_replay_cuts_at_its_place(cluster: Cluster) -> None:
     """Wherever the removal lands (before the membership check, in the replay read, or held
     live while the replay loads), the client sees the same stream."""
-    cluster.add_members(("c1", "alice"), ("c2", "alice"))
-    first, second = cluster.gateway(), cluster.gateway()
-    cluster.relay()
+    first, second = two_gateways(cluster)
     alice, session = await joined(first, "alice", "c1", "c2")
     await alice.close()
     below = cluster.published(cluster.insert([message("c1", n) for n in range(300)]))
@@ -157,9 +161,7 @@ async def test_a_removal_during_a_redis_outage_is_applied_by_the_gap_fill(cluste
 
 
 async def test_server_unsubscribe_and_disconnect_reach_both_instances(cluster: Cluster) -> None:
-    cluster.add_members(("c1", "alice"), ("c2", "alice"))
-    first, second = cluster.gateway(), cluster.gateway()
-    cluster.relay()
+    first, second = two_gateways(cluster)
     a1, session = await joined(first, "alice", "c1", "c2")
     a2, _ = await joined(second, "alice", "c1", "c2")
     status, body = first.http("POST", "/unsubscribe", {"user_id": "alice", "conversation_ids": ["c1"]})
