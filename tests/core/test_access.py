@@ -241,3 +241,19 @@ def test_a_removal_that_arrives_while_the_resume_replay_loads_cuts_the_replay_to
     assert above not in numbered(w, "a2")
     assert w.state.connections["a2"].conversations == {"c2"}
     assert "alice" not in w.online("c1")
+
+
+def test_a_replay_reads_the_user_channel_only_to_find_removals_of_denied_conversations() -> None:
+    w = world(check_membership=True, members=members(alice="c1"))
+    login(w, "a", "alice")
+    w.submit(c.Subscribe("a", ("c1",), 0, w.now))
+    w.answer_stores()
+    w.settle(slow=False)
+    reads = [effect.channels for effect in w.slow if isinstance(effect, fx.LoadReplay)]
+    assert reads == [("conv:c1",)]
+    w.settle()
+    w.submit(c.Subscribe("a", ("c9",), 0, w.now))
+    w.answer_stores()
+    w.settle(slow=False)
+    reads = [effect.channels for effect in w.slow if isinstance(effect, fx.LoadReplay)]
+    assert reads == [("conv:c9", "user:alice")]

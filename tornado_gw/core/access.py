@@ -106,9 +106,12 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
 
 
 def replay_channels(conn: Connection, op: Operation) -> tuple[str, ...]:
-    """What a replay reads: the operation's channels, plus the user channel and the denied
-    conversations, where a removal gives the user the events before it (rule 1)."""
+    """What a replay reads: the operation's channels, plus, when some conversations were
+    denied, those and the user channel, where a removal gives the user the events before
+    it (rule 1). Not otherwise: a subscribe's replay must not fill up with notifications."""
     assert conn.user_id is not None
+    if not op.denied:
+        return tuple(sorted(op.channels))
     extra = {conv_channel(cid) for cid in op.denied}
     extra.add(user_channel(conn.user_id))
     return tuple(sorted(op.channels | extra))
