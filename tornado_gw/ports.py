@@ -99,6 +99,10 @@ class Membership(Protocol):
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         """The subset of ``conversation_ids`` that ``user_id`` may subscribe to."""
 
+    def forget(self, user_id: str, conversation_id: str) -> None:
+        """The user's access to the conversation was revoked: a cached grant must not
+        answer a later ``allowed`` (not even one cached by a lookup under way)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:

@@ -106,6 +106,8 @@ class World:
                 self.unready.discard(effect.channel)
             elif isinstance(effect, fx.CONCURRENT):
                 self.slow.append(effect)
+            elif isinstance(effect, fx.ForgetGrant):
+                pass  # the world's membership has no cache
             else:
                 self.serial.append(effect)
 

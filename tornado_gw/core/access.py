@@ -98,6 +98,8 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
         op.revoked[cid] = min(seq, op.revoked.get(cid, seq))
         op.granted = tuple(x for x in op.granted if x != cid)
         op.denied = tuple(x for x in op.requested if x not in op.granted)
+    assert conn.user_id is not None
+    out.append(fx.ForgetGrant(conn.user_id, cid))
     if cid not in conn.conversations:
         return False
     leave(state, conn, cid, at, out)

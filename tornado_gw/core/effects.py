@@ -182,6 +182,14 @@ class ReleaseConnection:
     slot_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ForgetGrant:
+    """A revocation: the membership adapter drops its cached grant (before any later check)."""
+
+    user_id: str
+    conversation_id: str
+
+
 ACCESS = (ClaimConnection, ReleaseConnection)
 
 Effect = (
@@ -189,5 +197,5 @@ Effect = (
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
-    | DeleteSession | ClaimConnection | ReleaseConnection
+    | DeleteSession | ClaimConnection | ReleaseConnection | ForgetGrant
 )

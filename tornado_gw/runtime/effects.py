@@ -101,6 +101,8 @@ class EffectRunner:
             elif isinstance(effect, fx.ACCESS):
                 if self._slots is not None:
                     self._slots.perform(effect)
+            elif isinstance(effect, fx.ForgetGrant):  # at once: before any later membership check
+                self._adapters.membership.forget(effect.user_id, effect.conversation_id)
             elif isinstance(effect, fx.ExpireStale):
                 if not self._sweeping:  # a slow store must not pile sweeps up
                     self._sweeping = True
