@@ -189,8 +189,8 @@ def _short_keys_allowed() -> Iterator[None]:
 
 
 def _decode(token: str, key: Any, rules: _Rules) -> Mapping[str, Any]:
-    options = {**_DECODE_OPTIONS, "verify_aud": rules.audience is not None,
-               "verify_iss": rules.issuer is not None}
+    options: Any = {**_DECODE_OPTIONS, "verify_aud": rules.audience is not None,
+                    "verify_iss": rules.issuer is not None}
     try:
         with _short_keys_allowed():
             return jwt.decode(token, key, algorithms=list(rules.algorithms), options=options,

@@ -249,14 +249,15 @@ class GatewaySocket(WebSocketHandler):
             self.context.submit(self._verify(cmd, keys_fetched=False))
         except KeyUnknown:
             _awaiting_keys[self] = [cmd]
-            _key_fetches.add(asyncio.ensure_future(self._verify_after_fetch()))
+            fetch = asyncio.ensure_future(self._verify_after_fetch())
+            _key_fetches.add(fetch)
+            fetch.add_done_callback(_key_fetches.discard)
 
     async def _verify_after_fetch(self) -> None:
         """An unknown kid: fetch the JWKS (bounded, at most every 30 s), then verify once more."""
         jwks = self.context.verifier.jwks
         assert jwks is not None
         await jwks.fetch()
-        _key_fetches.discard(asyncio.current_task())  # type: ignore[arg-type]
         held = _awaiting_keys.pop(self, None)
         if held is None:  # the connection closed meanwhile
             return
