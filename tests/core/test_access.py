@@ -3,6 +3,7 @@ live and in every replay, the server's unsubscribe and disconnect, connections p
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.core.support import (
@@ -19,6 +20,7 @@ from tests.core.world import World, _now, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
+from tornado_gw.ports import LoggedEvent
 
 REMOVED = "membership.removed"
 
@@ -257,3 +259,35 @@ def test_a_replay_reads_the_user_channel_only_to_find_removals_of_denied_convers
     w.settle(slow=False)
     reads = [effect.channels for effect in w.slow if isinstance(effect, fx.LoadReplay)]
     assert reads == [("conv:c9", "user:alice")]
+
+
+def test_a_removal_before_the_channel_is_live_still_answers_the_subscribe() -> None:
+    w = world(check_membership=True, members=members(alice="c1,c2"))
+    login(w, "a", "alice")
+    w.submit(c.Subscribe("a", ("c1", "c2"), None, w.now))
+    w.answer_stores()  # granted; the broker has not confirmed conv:c1 yet
+    assert w.state.connections["a"].op is not None
+    event = LoggedEvent(1, "user:alice", encode({"type": REMOVED, "payload": {"conversation_id": "c1"},
+                                                 "seq": 1}))
+    w.members["alice"].discard("c1")  # type: ignore[index]
+    w.log.append(event)
+    w.submit(c.BrokerMessage(event.channel, event.data, json.loads(event.data), w.now))
+    w.settle()
+    got = [f for f in take(w, "a") if not f["type"].startswith("presence.")]
+    assert kinds(got) == [REMOVED, "subscribed"]
+    assert got[1]["payload"] == {"conversation_ids": ["c2"], "denied": ["c1"]}
+    assert w.state.connections["a"].op is None and "alice" not in w.online("c1")
+
+
+def test_server_unsubscribe_during_a_resume_still_answers_it() -> None:
+    w = gone_offline()
+    connect(w, "a2")
+    w.submit(c.Authenticate("a2", "alice", None, "s-a", None, "s-a2", w.now))
+    w.answer_stores()  # the session is back, its channels not yet live
+    w.submit(c.BrokerMessage("user:alice", encode(frames.server_unsubscribe(["c1"])),
+                             frames.server_unsubscribe(["c1"]), w.now))
+    w.settle()
+    got = take(w, "a2")
+    assert [f["type"] for f in got] == ["unsubscribed", "auth.success"]
+    assert got[1]["payload"]["conversation_ids"] == ["c2"]
+    assert w.state.connections["a2"].op is None

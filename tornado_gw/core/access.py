@@ -104,6 +104,11 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
         return False
     leave(state, conn, cid, at, out)
     conn.delivered.pop(conv_channel(cid), None)
+    if op is not None and conv_channel(cid) in op.waiting:
+        # Its ChannelReady will find no subscriber now: stop waiting for it.
+        op.waiting.discard(conv_channel(cid))
+        if not op.waiting:
+            operations.reply(state, conn, at, out)
     return True
 
 
