@@ -31,14 +31,15 @@ def remove_member(cluster: Cluster, conversation_id: str, user_id: str) -> int:
     written together, so the relay numbers the removal after every event the user may see."""
     names = {"outbox": sql.Identifier(cluster.settings.outbox_table),
              "members": sql.Identifier(cluster.settings.members_table)}
-    with psycopg.connect(cluster.settings.postgres_dsn or "", autocommit=True) as conn, conn.transaction():
-        delete = sql.SQL("DELETE FROM {members} WHERE conversation_id = %s AND user_id = %s").format(**names)
-        conn.execute(delete, (conversation_id, user_id))
-        insert = sql.SQL("INSERT INTO {outbox} (channel, event_type, payload) "
-                         "VALUES (%s, %s, %s) RETURNING id")
-        payload = Jsonb({"conversation_id": conversation_id})
-        row = conn.execute(insert.format(**names), (f"user:{user_id}", REMOVED, payload)).fetchone()
-    assert row is not None
+    statement = sql.SQL(
+        "WITH removed AS (DELETE FROM {members} WHERE conversation_id = %(cid)s AND user_id = %(user)s "
+        "RETURNING user_id) "
+        "INSERT INTO {outbox} (channel, event_type, payload) "
+        "SELECT 'user:' || user_id, 'membership.removed', %(payload)s FROM removed RETURNING id")
+    params = {"cid": conversation_id, "user": user_id, "payload": Jsonb({"conversation_id": conversation_id})}
+    with psycopg.connect(cluster.settings.postgres_dsn or "", autocommit=True) as conn:
+        row = conn.execute(statement.format(**names), params).fetchone()  # one statement: one transaction
+    assert row is not None, f"{user_id} was not a member of {conversation_id}"
     return int(row[0])
 
 

@@ -76,17 +76,16 @@ def stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects
 
 # --- rule 1: ordered revocation ----------------------------------------------------
 
-def revoke_live(state: Gateway, channel: str, payload: Any, seq: int | None, at: float,
-                out: Effects) -> None:
-    """A ``membership.removed`` was just delivered on ``channel``: end the conversation there.
-    Connections whose operation holds the channel get it with their replay (``visible``)."""
+def revoke_live(state: Gateway, channel: str, conn_ids: Iterable[str], payload: Any, seq: int | None,
+                at: float, out: Effects) -> None:
+    """A ``membership.removed`` on ``channel`` was just delivered to ``conn_ids`` (not to a
+    connection that had it already, nor to one whose operation holds it: ``visible`` cuts
+    there): end the conversation for them."""
     cid = _conversation_in(payload)
-    if cid is None:
+    if cid is None or not channel.startswith(USER):
         return
-    for conn in _user_connections(state, channel):
-        op = conn.op
-        if op is not None and channel in op.channels:
-            continue
+    for conn_id in conn_ids:
+        conn = state.connections[conn_id]
         if _revoke(state, conn, cid, seq or 0, at, out):
             out.append(operations.save_session(state, conn))
 

@@ -20,6 +20,8 @@ Effects = list[fx.Effect]
 _TYPING_START = FrameType.TYPING_START.value
 _TYPING_STOP = FrameType.TYPING_STOP.value
 _MESSAGE_NEW = FrameType.MESSAGE_NEW.value
+_REMOVED = access.REMOVED
+_CONTROL = access.CONTROL
 
 
 def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -> None:
@@ -36,7 +38,7 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         state.high_seq = max(state.high_seq or 0, seq)
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
-    if kind in access.CONTROL:
+    if kind in _CONTROL:
         access.server_command(state, cmd, kind, out)  # the server API's, not a client's frame
         return
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)
@@ -60,8 +62,8 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         targets.append(conn_id)
     if targets:
         out.append(fx.Deliver(targets, cmd.data, kind))
-    if kind == access.REMOVED:
-        access.revoke_live(state, channel, frame.get("payload"), seq, cmd.at, out)
+        if kind == _REMOVED:
+            access.revoke_live(state, channel, targets, frame.get("payload"), seq, cmd.at, out)
 
 
 def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:
