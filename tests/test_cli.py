@@ -22,7 +22,7 @@ from tornado_gw.logs import configure_logging
 from tornado_gw.settings import DEVELOPMENT_JWT_SECRET, Settings
 from tornado_gw.web.auth import verify_token
 
-PYTHON = "/work/main/.venv/bin/python" if os.path.exists("/work/main/.venv/bin/python") else sys.executable
+PYTHON = sys.executable  # this checkout's interpreter, so the CLI under test is this checkout's
 TIMEOUT_S = 30.0 * float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 _OUR_VARIABLES = ("REDIS_", "POSTGRES_DSN", "JWT_SECRET", "LOGGER_", "MODE", "PUBLISH_API_KEY", "WSGATEWAY_")
 
@@ -105,6 +105,13 @@ def test_token_uses_configured_secret_algorithm_and_ttl(tmp_path: Path) -> None:
                           require_exp=True, now=time.time())
     assert claims.user_id == "bob" and claims.expires_at is not None
     assert claims.expires_at <= time.time() + 60
+
+
+def test_token_with_public_keys_configured_exits_2_saying_who_mints(tmp_path: Path) -> None:
+    run = _run(tmp_path, "token", "--user", "alice", "--jwt-algorithms=RS256",
+               JWT_JWKS_URL="https://idp.example/jwks.json")
+    assert (run.code, run.stdout) == (2, "")
+    assert len(run.stderr_lines) == 1 and "identity provider" in run.stderr_lines[0]
 
 
 def test_production_without_jwt_secret_exits_2_naming_it(tmp_path: Path) -> None:
