@@ -164,7 +164,7 @@ class LoadGap:
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)
 
 
-# --- the per-user connection count (``runtime/access.py``) -------------------------
+# --- access (``core/access.py``): slots by ``runtime/slots.py``, the grant at once ---
 
 @dataclass(frozen=True, slots=True)
 class ClaimConnection:
@@ -182,15 +182,15 @@ class ReleaseConnection:
     slot_id: str
 
 
+ACCESS = (ClaimConnection, ReleaseConnection)
+
+
 @dataclass(frozen=True, slots=True)
 class ForgetGrant:
     """A revocation: the membership adapter drops its cached grant (before any later check)."""
 
     user_id: str
     conversation_id: str
-
-
-ACCESS = (ClaimConnection, ReleaseConnection)
 
 Effect = (
     SendFrame | Deliver | CloseConnection | SubscribeChannel | UnsubscribeChannel | Publish
