@@ -114,7 +114,6 @@ class GatewayServer:
 
     async def stop(self, flush_timeout_s: float) -> None:
         self.ticker.stop()
-        self.slots.stop()
         self.head_task.cancel()
         if self.http_server is not None:
             self.http_server.stop()
@@ -122,6 +121,7 @@ class GatewayServer:
             await self.runner.stop(flush_timeout_s)
         except asyncio.TimeoutError:
             log.warning("! store writes still pending at exit")
+        await self.slots.stop(flush_timeout_s)
         await self.wiring.close()
 
 

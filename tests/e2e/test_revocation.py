@@ -206,3 +206,15 @@ async def test_the_connection_cap_counts_both_instances_and_heals_after_a_kill(c
     assert await healed.silent(0.5) == []  # not closed
     for client in (on_first, bob, healed):
         await client.close()
+
+
+async def test_a_drained_instance_gives_its_slots_back_at_once(cluster: Cluster) -> None:
+    first, second = (cluster.gateway(max_connections_per_user=1) for _ in range(2))  # slots live 90 s
+    alice, _ = await joined(first, "alice")
+    first.signal(signal.SIGTERM)
+    assert (await alice.closed())[0] == 1001
+    assert first.wait_exit(2 * T) == 0
+    again = await Client.connect(second)  # the client reconnects elsewhere at once
+    await again.auth("alice")
+    assert await again.silent(0.5) == [] and again.ws.close_code is None
+    await again.close()

@@ -68,7 +68,7 @@ def test_held_slots_are_refreshed_until_released() -> None:
             await _settle()
             assert await slots.claim("alice", "s2", 1, now())
         finally:
-            keeper.stop()
+            await keeper.stop(1.0)
 
     asyncio.run(scenario())
 

@@ -39,8 +39,12 @@ class SlotKeeper:
     def start(self) -> None:
         self._refresher.start()
 
-    def stop(self) -> None:
+    async def stop(self, timeout_s: float) -> None:
+        """Stop refreshing; let the releases of the connections just closed (a drain) land,
+        so their users' reconnections elsewhere are not counted twice until the slots expire."""
         self._refresher.stop()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
 
     def perform(self, effect: fx.ClaimConnection | fx.ReleaseConnection) -> None:
         if isinstance(effect, fx.ClaimConnection):
