@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from typing import Any
 
 import psycopg
@@ -62,6 +63,18 @@ def two_gateways(cluster: Cluster, **settings: Any) -> tuple[GatewayProcess, Gat
     return first, second
 
 
+async def online(client: Client, cid: str, expected: list[str]) -> list[str]:
+    """``presence.query`` until it answers ``expected`` or ``T`` passes (each instance writes
+    its own connections' leaves); the last answer."""
+    deadline = time.monotonic() + T
+    while True:
+        await client.send("presence.query", {"conversation_id": cid})
+        users: list[str] = (await client.expect("presence.state"))["payload"]["user_ids"]
+        if users == expected or time.monotonic() > deadline:
+            return users
+        await asyncio.sleep(0.05)
+
+
 def kinds_and_seqs(frames: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(f["type"], f["seq"]) for f in frames if "seq" in f]
 
@@ -80,6 +93,7 @@ async def test_a_live_removal_cuts_the_stream_on_every_connection_of_both_instan
         assert kinds_and_seqs(got) == [("message.new", below[0]), (REMOVED, removal), ("message.new", other)]
         assert got[1]["payload"] == {"conversation_id": "c1"}
     assert seqs(await numbered(bob, 2)) == [below[0], above[0]]
+    assert await online(bob, "c1", ["bob"]) == ["bob"]  # alice has left, on both instances
     later = cluster.published(cluster.insert([message("c1", 300), message("c2", 301)]))
     assert seqs(await numbered(a1, 1)) == [later[1]]  # nothing more of c1
 
