@@ -95,8 +95,9 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
     op = conn.op
     if op is not None and cid in op.requested:
         op.revoked[cid] = min(seq, op.revoked.get(cid, seq))
-        op.granted = tuple(x for x in op.granted if x != cid)
-        op.denied = tuple(x for x in op.requested if x not in op.granted)
+        if cid in op.granted:  # granted already: the reply lists it as denied
+            op.granted = tuple(x for x in op.granted if x != cid)
+            op.denied = (*op.denied, cid)
     assert conn.user_id is not None
     out.append(fx.ForgetGrant(conn.user_id, cid))
     if cid not in conn.conversations:
