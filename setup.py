@@ -32,6 +32,7 @@ setup(
             "coverage[toml]>=7.4,<8",
             "websockets>=13,<18",
             "hypothesis>=6.100,<7",
+            "cryptography>=42",  # key pairs made in the tests for RS*/ES*/EdDSA tokens
             "ruff>=0.6",
             "jsonschema>=4.18,<5",  # tests/ship: docker-compose.yml against the Compose Specification
             "dockerfile-parse>=2,<3",  # tests/ship: the Dockerfile's instructions

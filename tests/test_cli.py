@@ -107,6 +107,13 @@ def test_token_uses_configured_secret_algorithm_and_ttl(tmp_path: Path) -> None:
     assert claims.expires_at <= time.time() + 60
 
 
+def test_token_with_public_keys_configured_exits_2_saying_who_mints(tmp_path: Path) -> None:
+    run = _run(tmp_path, "token", "--user", "alice", "--jwt-algorithms=RS256",
+               JWT_JWKS_URL="https://idp.example/jwks.json")
+    assert (run.code, run.stdout) == (2, "")
+    assert len(run.stderr_lines) == 1 and "identity provider" in run.stderr_lines[0]
+
+
 def test_production_without_jwt_secret_exits_2_naming_it(tmp_path: Path) -> None:
     run = _run(tmp_path, "token", "--user", "alice", MODE="production")
     assert (run.code, run.stdout) == (2, "")

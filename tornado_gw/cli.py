@@ -1,4 +1,4 @@
-"""``python -m tornado_gw [serve|relay|migrate|token|emit] [flags]`` (CONTRACT §1).
+"""``python -m tornado_gw [serve|relay|migrate|token|emit|unsubscribe|disconnect] [flags]`` (CONTRACT §1).
 
 Parses the command line, loads Settings and hands over; the work lives in
 ``server``, ``relay.worker``, ``migrate`` and ``adapters.pg_outbox``, imported
@@ -21,11 +21,13 @@ from tornado_gw.core.ids import conv_channel, is_valid_id, user_channel
 from tornado_gw.ports import DependencyUnavailable
 from tornado_gw.settings import Settings, SettingsError, load_settings, setting_names
 
-COMMANDS = ("serve", "relay", "migrate", "token", "emit")
+COMMANDS = ("serve", "relay", "migrate", "token", "emit", "unsubscribe", "disconnect")
 # Flags of a command that are not settings; every command also takes every setting.
 _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "token": ("user", "ttl"),
     "emit": ("conversation", "user", "type", "payload", "url"),
+    "unsubscribe": ("user", "conversation", "url"),
+    "disconnect": ("user", "reason", "url"),
 }
 EMIT_TIMEOUT_S = 10.0
 
@@ -39,6 +41,10 @@ commands:
   token --user U [--ttl S]       print a JWT for U signed with the configured secret
   emit (--conversation C | --user U) --type T [--payload JSON] [--url URL]
                                  publish an event (outbox row with Postgres, else POST /publish)
+  unsubscribe --user U --conversation C[,C...] [--url URL]
+                                 POST /unsubscribe: U's connections leave those conversations
+  disconnect --user U [--reason R] [--url URL]
+                                 POST /disconnect: U's connections close with 4010, no resume
 
 Flags take --name=value or --name value; dashes and underscores are the same.
 Every setting is also WSGATEWAY_<NAME> in the environment and a key of config/gateway.yaml.
@@ -120,9 +126,12 @@ def _token(settings: Settings, flags: Mapping[str, str]) -> int:
     """Print a JWT for ``--user`` (CONTRACT §1), valid ``--ttl`` seconds (default 3600)."""
     from tornado_gw.web.auth import mint_token
 
+    if settings.uses_public_keys:
+        raise UsageError("token signs with jwt_secret (HS*); with jwt_public_key or jwt_jwks_url set, "
+                         "tokens come from the identity provider that holds the private key")
     user_id = _valid_id(flags, "user")
     ttl_s = _positive(flags.get("ttl", "3600"), "ttl")
-    assert settings.jwt_secret is not None  # load_settings always resolves it
+    assert settings.jwt_secret is not None  # load_settings resolves it for HS* tokens
     print(mint_token(settings.jwt_secret, user_id, ttl_s, time.time(), settings.jwt_algorithms[0]))
     return 0
 
@@ -176,12 +185,38 @@ def _emission(flags: Mapping[str, str]) -> _Emission:
 def _emit(settings: Settings, flags: Mapping[str, str]) -> int:
     """Append an outbox row (with Postgres) or POST /publish to a running gateway."""
     emission = _emission(flags)
+    url = _gateway_url(settings, flags)
+    if settings.postgres_dsn is not None:
+        return _append_to_outbox(settings, emission)
+    body = {"channel": emission.channel, "type": emission.event_type, "payload": emission.payload}
+    return _post(settings, url + "/publish", body)
+
+
+def _unsubscribe(settings: Settings, flags: Mapping[str, str]) -> int:
+    """CONTRACT §2 ``POST /unsubscribe`` through the running gateway (it reaches every instance)."""
+    user_id = _valid_id(flags, "user")
+    conversation_ids = [cid.strip() for cid in flags.get("conversation", "").split(",") if cid.strip()]
+    if not conversation_ids:
+        raise UsageError("--conversation is required (one id, or several separated by commas)")
+    for cid in conversation_ids:
+        if not is_valid_id(cid):
+            raise UsageError(f"--conversation: expected ids of 1-128 letters, digits or -_.:@, got {cid!r}")
+    url = _gateway_url(settings, flags)
+    return _post(settings, url + "/unsubscribe", {"user_id": user_id, "conversation_ids": conversation_ids})
+
+
+def _disconnect(settings: Settings, flags: Mapping[str, str]) -> int:
+    """CONTRACT §2 ``POST /disconnect`` through the running gateway (it reaches every instance)."""
+    user_id = _valid_id(flags, "user")
+    url = _gateway_url(settings, flags)
+    return _post(settings, url + "/disconnect", {"user_id": user_id, "reason": flags.get("reason", "")})
+
+
+def _gateway_url(settings: Settings, flags: Mapping[str, str]) -> str:
     url = flags.get("url", f"http://127.0.0.1:{settings.port}").rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url: expected http://host:port, got {url!r}")
-    if settings.postgres_dsn is not None:
-        return _append_to_outbox(settings, emission)
-    return _post_publish(settings, emission, url + "/publish")
+    return url
 
 
 def _append_to_outbox(settings: Settings, emission: _Emission) -> int:
@@ -196,8 +231,8 @@ def _append_to_outbox(settings: Settings, emission: _Emission) -> int:
     return 0
 
 
-def _post_publish(settings: Settings, emission: _Emission, url: str) -> int:
-    body = {"channel": emission.channel, "type": emission.event_type, "payload": emission.payload}
+def _post(settings: Settings, url: str, body: Mapping[str, object]) -> int:
+    """POST ``body`` to the server API with the configured key; prints the answer."""
     headers = {"Content-Type": "application/json"}
     if settings.publish_api_key:
         headers["Authorization"] = f"Bearer {settings.publish_api_key}"
@@ -221,4 +256,6 @@ _RUNNERS: dict[str, Callable[[Settings, Mapping[str, str]], int]] = {
     "migrate": _run_service("tornado_gw.migrate"),
     "token": _token,
     "emit": _emit,
+    "unsubscribe": _unsubscribe,
+    "disconnect": _disconnect,
 }

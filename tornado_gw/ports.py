@@ -100,6 +100,10 @@ class Membership(Protocol):
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         """The subset of ``conversation_ids`` that ``user_id`` may subscribe to."""
 
+    def forget(self, user_id: str, conversation_id: str) -> None:
+        """The user's access to the conversation was revoked: a cached grant must not
+        answer a later ``allowed`` (not even one cached by a lookup under way)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
@@ -193,3 +197,18 @@ class TypingStore(Protocol):
 
     async def expire(self, now: float) -> None:
         """Drop entries expired by ``now``, announcing ``typing.stop`` for each."""
+
+
+class ConnectionSlots(Protocol):
+    """Open connections per user (``max_connections_per_user``), cluster-wide where the
+    store is shared. A slot expires ``ttl_s`` (``presence_ttl_s``) after its last claim or
+    refresh, so the slots of an instance that died without a word stop counting then."""
+
+    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        """Take a slot (or keep one already held); False when ``limit`` live slots are taken."""
+
+    async def release(self, user_id: str, slot_id: str) -> None:
+        """Give the slot back; idempotent."""
+
+    async def refresh(self, slots: Sequence[tuple[str, str]], now: float) -> None:
+        """Push the expiry of ``(user_id, slot_id)`` slots still held forward (one round trip)."""

@@ -26,9 +26,11 @@ from tornado_gw.runtime.clock import now, start_presence_flushing, start_ticking
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
+from tornado_gw.runtime.slots import SlotKeeper
 from tornado_gw.settings import Settings
 from tornado_gw.web import codec
 from tornado_gw.web.app import make_app
+from tornado_gw.web.auth import TokenVerifier
 from tornado_gw.web.http_handlers import HttpContext
 from tornado_gw.web.writer import SocketRegistry
 from tornado_gw.web.ws_handler import SocketContext
@@ -57,18 +59,24 @@ class GatewayServer:
         self.draining = False
         self.dispatcher = Dispatcher(Gateway(limits=limits_from(settings)))
         self.registry = SocketRegistry(self.dispatcher.submit, settings.outbound_buffer_bytes)
+        self.slots = SlotKeeper(wiring.slots, self.dispatcher.submit, settings.presence_ttl_s)
         self.runner = EffectRunner(wiring.adapters, self.registry, self.dispatcher.submit,
-                                   codec.encode, codec.decode_or_none)
+                                   codec.encode, codec.decode_or_none, self.slots)
         self.dispatcher.attach(self.runner.perform)
         self.http_server: HTTPServer | None = None
+        self.verifier = TokenVerifier(settings)  # SettingsError for a bad jwt_public_key
 
     async def start(self) -> None:
         settings = self.settings
+        self.slots.start()
+        if self.verifier.jwks is not None:
+            await self.verifier.jwks.fetch()  # bounded; tokens of a kid it misses fetch again
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
-                        lambda: self.draining, self.wiring.publisher),
-            SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining),
+                        lambda: self.draining, self.wiring.publisher, self.wiring.adapters.broker.publish),
+            SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining,
+                          self.verifier),
         )
         # Workers of one supervisor share the port; the kernel spreads connections over them.
         self.http_server = app.listen(settings.port, xheaders=False, reuse_port=settings.workers > 1)
@@ -118,6 +126,7 @@ class GatewayServer:
             await self.runner.stop(flush_timeout_s)
         except asyncio.TimeoutError:
             log.warning("! store writes still pending at exit")
+        await self.slots.stop(flush_timeout_s)
         await self.wiring.close()
 
 

@@ -12,11 +12,15 @@ Rules of ``load_settings``:
    variables (``REDIS_HOST=`` means unset, as docker-compose writes it).
 2. ``authorization`` not given anywhere resolves to ``members`` when
    ``postgres_dsn`` is set, else ``none``.
-3. ``workers`` above 1 needs ``redis_host``: the worker processes are separate
+3. ``MODE=production`` refuses to start without ``jwt_secret`` (or one under
+   ``MIN_PRODUCTION_SECRET_BYTES``) for HS* tokens, and without a membership
+   source unless ``authorization: none`` was given explicitly; development mode
+   falls back to ``DEVELOPMENT_JWT_SECRET`` (serve warns).
+4. ``jwt_algorithms`` are all HS* (checked with ``jwt_secret``) or all public-key
+   ones (checked with ``jwt_public_key`` or ``jwt_jwks_url``), never a mix
+   (CONTRACT §3 v2): a token must not choose which kind of key checks it.
+5. ``workers`` above 1 needs ``redis_host``: the worker processes are separate
    instances and only Redis lets them share subscribers, presence and sessions.
-4. ``MODE=production`` refuses to start without ``jwt_secret`` and without a
-   membership source unless ``authorization: none`` was given explicitly;
-   development mode falls back to ``DEVELOPMENT_JWT_SECRET`` (serve warns).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ import yaml
 
 DEVELOPMENT_JWT_SECRET = "tornado-gw-development-secret"
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
+MIN_PRODUCTION_SECRET_BYTES = 32
+DEFAULT_JWT_ALGORITHMS = ("HS256",)
 DEFAULT_CONFIG_PATH = os.path.join("config", "gateway.yaml")
 
 
@@ -65,9 +72,14 @@ class Settings:
     presence_list_max: int = 200
     presence_count_interval_s: float = 10.0
     shutdown_timeout_s: float = 10.0
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
     jwt_leeway_s: float = 10.0
     jwt_secret: str | None = None
+    jwt_public_key: str | None = None  # PEM text (a path is read by the parser)
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    max_connections_per_user: int = 100
     authorization: str = "none"  # resolved: "members" when postgres_dsn is set and not given
     outbox_table: str = "outbox"
     members_table: str = "conversation_members"
@@ -85,6 +97,7 @@ class Settings:
     membership_cache_s: float = 5.0
     probe_interval_s: float = 5.0
     probe_timeout_s: float = 3.0
+    jwks_refetch_interval_s: float = 30.0
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 1.0
     outbox_retention_s: float = 86400.0
@@ -93,6 +106,11 @@ class Settings:
     def uses_development_secret(self) -> bool:
         """Tokens are checked with the public development secret: serve must warn loudly."""
         return self.jwt_secret == DEVELOPMENT_JWT_SECRET
+
+    @property
+    def uses_public_keys(self) -> bool:
+        """Tokens are RS*/ES*/EdDSA, checked with ``jwt_public_key`` or ``jwt_jwks_url``."""
+        return self.jwt_public_key is not None or self.jwt_jwks_url is not None
 
     @property
     def require_exp(self) -> bool:
@@ -208,15 +226,40 @@ def _items(raw: object, expected: str) -> list[str]:
     return [text for text in texts if text]
 
 
+_ALGORITHMS = {name.upper(): name for name in HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS}
+
+
 def _algorithms(raw: object) -> tuple[str, ...]:
-    expected = (
-        "a comma-separated list of HS256, HS384, HS512 (tokens are verified with the shared "
-        "jwt_secret, so only HMAC algorithms apply)"
-    )
-    values = tuple(item.upper() for item in _items(raw, expected))
-    if not values or any(value not in HMAC_ALGORITHMS for value in values):
+    expected = f"a comma-separated list of {', '.join(_ALGORITHMS.values())}"
+    values = tuple(_ALGORITHMS.get(item.upper(), "") for item in _items(raw, expected))
+    if not values or not all(values):
         raise _Rejected(expected)
     return values
+
+
+_PEM_BEGIN = "-----BEGIN "
+
+
+def _public_key(raw: object) -> str | None:
+    """PEM text as given, or the PEM text of the file it names (read once, at start-up)."""
+    value = _optional_text(raw)
+    if value is None or value.lstrip().startswith(_PEM_BEGIN):
+        return value
+    try:
+        with open(value, encoding="ascii") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError):
+        raise _Rejected("PEM text or the path of a readable PEM file") from None
+    if _PEM_BEGIN not in text:
+        raise _Rejected("PEM text or the path of a PEM file (no '-----BEGIN' in the file)")
+    return text
+
+
+def _url(raw: object) -> str | None:
+    value = _optional_text(raw)
+    if value is not None and re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) is None:
+        raise _Rejected("an http:// or https:// URL")
+    return value
 
 
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+")
@@ -257,6 +300,11 @@ _PARSERS: dict[str, Parser] = {
     "jwt_algorithms": _algorithms,
     "jwt_leeway_s": _number(allow_zero=True),
     "jwt_secret": _optional_text,
+    "jwt_public_key": _public_key,
+    "jwt_jwks_url": _url,
+    "jwt_audience": _optional_text,
+    "jwt_issuer": _optional_text,
+    "max_connections_per_user": _integer(0),
     "authorization": _choice("members", "none"),
     "outbox_table": _matching(_TABLE, _TABLE_EXPECTED),
     "members_table": _matching(_TABLE, _TABLE_EXPECTED),
@@ -276,6 +324,7 @@ _PARSERS: dict[str, Parser] = {
     "membership_cache_s": _number(allow_zero=True),
     "probe_interval_s": _SECONDS,
     "probe_timeout_s": _SECONDS,
+    "jwks_refetch_interval_s": _SECONDS,
     "relay_batch_size": _integer(1),
     "relay_poll_interval_s": _SECONDS,
     "outbox_retention_s": _SECONDS,
@@ -294,6 +343,8 @@ _SEED_ALIASES = {
     "logger_encoding": "LOGGER_ENCODING",
     "mode": "MODE",
     "publish_api_key": "PUBLISH_API_KEY",
+    "jwt_public_key": "JWT_PUBLIC_KEY",
+    "jwt_jwks_url": "JWT_JWKS_URL",
 }
 
 Sourced = dict[str, tuple[object, str]]  # name -> (raw value, "from <where>")
@@ -321,7 +372,9 @@ def load_settings(
     raw.update(_from_yaml(_config_file(config_path)))
     raw.update(_from_environ(environ))
     raw.update(_from_options(options))
-    return _resolve({name: _parse(name, value, source) for name, (value, source) in raw.items()})
+    values = {name: _parse(name, value, source) for name, (value, source) in raw.items()}
+    _check_token_keys(values, {name: source for name, (_, source) in raw.items()})
+    return _resolve(values)
 
 
 def _parse(name: str, raw: object, source: str) -> Any:
@@ -402,16 +455,40 @@ def _resolve(values: dict[str, Any]) -> Settings:
         raise SettingsError("workers", "more than one worker needs redis_host (REDIS_HOST) to share clients' "
                                        "subscriptions, presence and sessions")
     secret = values.get("jwt_secret")
-    if production and secret is None:
+    hmac_tokens = values.get("jwt_public_key") is None and values.get("jwt_jwks_url") is None
+    if production and hmac_tokens and secret is None:
         raise SettingsError("jwt_secret", "required in production mode (set JWT_SECRET)")
     if production and secret == DEVELOPMENT_JWT_SECRET:
         raise SettingsError("jwt_secret", "the public development secret cannot be used in production mode")
+    if production and hmac_tokens and secret is not None \
+            and len(secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+        raise SettingsError("jwt_secret", f"must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes in "
+                            "production mode: a shorter HS* secret can be brute-forced from one token")
     if production and not explicit_authorization and not has_postgres:
         raise SettingsError(
             "authorization",
             "production mode needs a membership source: set postgres_dsn (POSTGRES_DSN), "
             "or set authorization to none explicitly to let any user subscribe to any conversation",
         )
-    if secret is None:
+    if secret is None and hmac_tokens:
         values["jwt_secret"] = DEVELOPMENT_JWT_SECRET
     return Settings(**values)
+
+
+def _check_token_keys(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """Rule 4 of the module docstring: one kind of key checks every token."""
+    algorithms = values.get("jwt_algorithms", DEFAULT_JWT_ALGORITHMS)
+    public = [name for name in algorithms if name in PUBLIC_KEY_ALGORITHMS]
+    keys = [name for name in ("jwt_public_key", "jwt_jwks_url") if values.get(name) is not None]
+    where = f"got {','.join(algorithms)!r} ({sources.get('jwt_algorithms', 'by default')})"
+    if public and len(public) < len(algorithms):
+        raise SettingsError("jwt_algorithms", "HS* and public-key algorithms cannot be mixed: HS* tokens are "
+                            f"checked with the shared jwt_secret, the others with a public key; {where}")
+    if public and not keys:
+        raise SettingsError("jwt_algorithms",
+                            f"public-key algorithms need jwt_public_key or jwt_jwks_url; {where}")
+    if keys and not public:
+        raise SettingsError("jwt_algorithms", f"with {keys[0]} set, list public-key algorithms "
+                            f"({', '.join(PUBLIC_KEY_ALGORITHMS)}), not HS*; {where}")
+    if len(keys) == 2:
+        raise SettingsError("jwt_jwks_url", "set jwt_public_key or jwt_jwks_url, not both")

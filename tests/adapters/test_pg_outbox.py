@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -170,6 +171,30 @@ def test_membership_caches_grants_for_the_cache_time_but_never_denials(pg_settin
             assert await pg.membership.allowed("alice", ["c1", "c2"]) == {"c1", "c2"}  # c1 cached, c2 new
             clock[0] += 0.2
             assert await pg.membership.allowed("alice", ["c1", "c2"]) == {"c2"}  # c1's grant expired
+
+    run(scenario())
+
+
+def test_a_revocation_drops_the_cached_grant_also_one_a_lookup_under_way_would_cache(
+        pg_settings: Settings) -> None:
+    settings = replace(pg_settings, membership_cache_s=5.0)
+    members(settings, [("c1", "alice")])
+    clock = [1000.0]
+
+    async def scenario() -> None:
+        async with opened(settings, clock) as pg:
+            assert await pg.membership.allowed("alice", ["c1"]) == {"c1"}
+            members(settings, [("c1", "alice")], remove=True)
+            pg.membership.forget("alice", "c1")
+            assert await pg.membership.allowed("alice", ["c1"]) == set()  # asked again, not cached
+
+            members(settings, [("c1", "alice")])
+            under_way = asyncio.ensure_future(pg.membership.allowed("alice", ["c1"]))
+            await asyncio.sleep(0)  # it has started
+            pg.membership.forget("alice", "c1")  # a removal seen meanwhile
+            assert await under_way == {"c1"}  # true when it asked...
+            members(settings, [("c1", "alice")], remove=True)
+            assert await pg.membership.allowed("alice", ["c1"]) == set()  # ...but it cached nothing
 
     run(scenario())
 

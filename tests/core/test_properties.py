@@ -2,11 +2,13 @@
 
 Rules connect, authenticate (fresh, resuming, refreshing), subscribe, unsubscribe,
 type, query presence, publish (new and repeated seqs), lose the broker, close,
-disconnect, finish slow reads and let time pass. After every step the invariants
+disconnect, remove and re-add members, the server's unsubscribe and disconnect,
+finish slow reads and let time pass. After every step the invariants
 of ``state.py`` and CONTRACT §3-§4 must hold (STYLE §7, issue 2 item 9): nobody
 gets their own typing, a connection's seqs per channel strictly increase and
 (once all has settled) have no gaps after its reply, presence and typing follow
-the subscriptions. Presence entries are per connection (``ports.PresenceStore``):
+the subscriptions, and nothing of a conversation above its ``membership.removed``
+reaches the removed user (CONTRACT §3 v2). Presence entries are per connection (``ports.PresenceStore``):
 a closed connection's entries linger ``presence_grace_s``, until its session
 resumes on a new connection, whose reply takes the old entries away.
 """
@@ -21,9 +23,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.core.world import World
+from tests.core.world import World, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel, conversation_of, user_channel
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.state import Connection, Limits, Phase
@@ -52,7 +55,7 @@ class GatewayMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.w = World(self.limits, MEMBERS)
+        self.w = World(self.limits, {user: set(cids) for user, cids in MEMBERS.items()})
         self.w.on_frame = self._received
         self.w.on_command = self._before
         self.w.on_effect = self._effect
@@ -68,6 +71,8 @@ class GatewayMachine(RuleBasedStateMachine):
         self.grace: dict[tuple[str, str, str], float] = {}  # (cid, user, conn) -> offline at
         self.presence_conn: dict[str, str] = {}  # presence id -> the connection it names
         self.counts: dict[tuple[str, str], int] = {}  # (conn, cid) -> last presence count received
+        self.cut: dict[tuple[str, str], int] = {}  # (conn, cid) -> seq of the removal it received
+        self.ended: set[str] = set()  # conns closed by the server's disconnect: no presence grace
         self.violations: list[str] = []
 
     # --- what clients observe ----------------------------------------------------------------
@@ -77,7 +82,12 @@ class GatewayMachine(RuleBasedStateMachine):
         if kind == "auth.success":
             self._replied(conn_id, payload)
         elif kind == "subscribed":
+            for cid in payload["conversation_ids"]:
+                self.cut.pop((conn_id, cid), None)
             self._live(conn_id, [conv_channel(cid) for cid in payload["conversation_ids"]])
+        elif kind == "membership.removed":
+            self.cut[(conn_id, payload["conversation_id"])] = frame["seq"]
+            self.floor.pop((conn_id, conv_channel(payload["conversation_id"])), None)
         elif kind == "unsubscribed":
             for cid in payload["conversation_ids"]:
                 self.floor.pop((conn_id, conv_channel(cid)), None)
@@ -89,6 +99,9 @@ class GatewayMachine(RuleBasedStateMachine):
             self.violations.append(f"{conn_id} got its own {kind}")
         if "seq" in frame:
             self._numbered(conn_id, frame["seq"])
+            cid = conversation_of(self.w.log[frame["seq"] - 1].channel)
+            if cid is not None and frame["seq"] > self.cut.get((conn_id, cid), frame["seq"]):
+                self.violations.append(f"{conn_id} got seq {frame['seq']} of {cid} after its removal")
 
     def _replied(self, conn_id: str, payload: dict[str, Any]) -> None:
         session_id, user_id = payload["session_id"], payload["user_id"]
@@ -110,6 +123,8 @@ class GatewayMachine(RuleBasedStateMachine):
             self.grace.pop((effect.conversation_id, effect.user_id, old or ""), None)
         if isinstance(effect, fx.LoadReplay):
             self.replaying[effect.conn_id] = (self.fresh.get(effect.conn_id, []), effect.after_seq)
+        if isinstance(effect, fx.CloseConnection) and effect.code == CloseCode.DISCONNECTED:
+            self.ended.add(effect.conn_id)
 
     def _replayed(self, conn_id: str, recovered: bool) -> None:
         """A recovered replay owes every event after ``last_seq`` on the channels it made live."""
@@ -137,7 +152,7 @@ class GatewayMachine(RuleBasedStateMachine):
         if not isinstance(cmd, c.Disconnect) or cmd.conn_id not in self.w.state.connections:
             return
         conn = self.w.state.connections[cmd.conn_id]
-        for cid in conn.conversations:
+        for cid in conn.conversations if cmd.conn_id not in self.ended else ():
             if conn.user_id is not None and (cmd.conn_id, conv_channel(cid)) in self.floor:
                 self.grace[(cid, conn.user_id, cmd.conn_id)] = self.w.now + self.limits.presence_grace_s
         for key in [k for k in self.floor if k[0] == cmd.conn_id]:
@@ -269,6 +284,25 @@ class GatewayMachine(RuleBasedStateMachine):
             self._step(c.CloseRequested(conn_id, CloseCode.GOING_AWAY, "draining", self.w.now))
         else:
             self._step(c.Disconnect(conn_id, self.w.now))
+
+    @rule(user=st.sampled_from(USERS), cid=st.sampled_from(CONVS), removed=st.booleans())
+    def membership(self, user: str, cid: str, removed: bool) -> None:
+        """The API server removes a member (row and event in one transaction, the event only
+        when a row went: docs/delivery.md), or adds one back."""
+        assert self.w.members is not None
+        if removed and cid in self.w.members[user]:
+            self.w.members[user].discard(cid)
+            self.w.emit(user_channel(user), "membership.removed", {"conversation_id": cid})
+        else:
+            self.w.members[user].add(cid)
+        self.w.settle(slow=False)
+
+    @rule(user=st.sampled_from(USERS), cids=conv_sets, disconnect=st.booleans())
+    def server_api(self, user: str, cids: tuple[str, ...], disconnect: bool) -> None:
+        """``POST /unsubscribe`` or ``/disconnect``, arriving through the broker."""
+        frame = frames.server_disconnect("banned") if disconnect else frames.server_unsubscribe(cids)
+        self.w.broadcast(user_channel(user), encode(frame))
+        self.w.settle(slow=False)
 
     @rule(seconds=st.floats(0.5, 7.5))
     def tick(self, seconds: float) -> None:

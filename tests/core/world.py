@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from tornado_gw.adapters.memory import MemoryPresence, MemorySessions, MemoryTyping
+from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core.reducer import handle
@@ -58,6 +59,7 @@ class World:
         self.presence = MemoryPresence(self.broadcast)
         self.typing = MemoryTyping(self.broadcast)
         self.writer = presence_writes.PresenceWriter(self.presence, self.typing)
+        self.slots = MemorySlots(self.state.limits.presence_ttl_s)
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -111,6 +113,8 @@ class World:
                 self.unready.discard(effect.channel)
             elif isinstance(effect, fx.CONCURRENT):
                 self.slow.append(effect)
+            elif isinstance(effect, fx.ForgetGrant):
+                pass  # the world's membership has no cache
             else:
                 self.serial.append(effect)
 
@@ -218,6 +222,13 @@ class World:
             self.submit(_now(reads.answer(stores, effect, lambda: self.now)))
         elif isinstance(effect, presence_writes.PRESENCE_WRITES):
             _now(self.writer.run(effect))
+        elif isinstance(effect, fx.DeleteSession):
+            _now(self.sessions.delete(effect.session_id))
+        elif isinstance(effect, fx.ClaimConnection):
+            granted = _now(self.slots.claim(effect.user_id, effect.slot_id, effect.limit, self.now))
+            self.submit(c.ConnectionClaimed(effect.conn_id, granted, self.now))
+        elif isinstance(effect, fx.ReleaseConnection):
+            _now(self.slots.release(effect.user_id, effect.slot_id))
         else:
             raise AssertionError(f"the world does not know {effect!r}")
 

@@ -108,7 +108,7 @@ REFUSALS = [
     ("jwt_secret", {"MODE": "production"}),
     ("jwt_secret", {"MODE": "production", "JWT_SECRET": "tornado-gw-development-secret",
                     "WSGATEWAY_AUTHORIZATION": "none"}),
-    ("authorization", {"MODE": "production", "JWT_SECRET": "a-real-secret-0123456789abcdef"}),
+    ("authorization", {"MODE": "production", "JWT_SECRET": "a-real-secret-0123456789abcdef0123"}),
     ("mode", {"MODE": "staging"}),
     ("idle_timeout_s", {"WSGATEWAY_IDLE_TIMEOUT_S": "-1"}),
     ("allowed_origins", {"WSGATEWAY_ALLOWED_ORIGINS": "app.example/path"}),

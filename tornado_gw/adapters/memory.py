@@ -153,6 +153,9 @@ class AllowAllMembership:
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         return set(conversation_ids)
 
+    def forget(self, user_id: str, conversation_id: str) -> None:
+        """Nothing is cached."""
+
 
 class MemorySessions:
     """Session snapshots for resume; ``ttl_s`` is measured on ``clock``."""

@@ -175,7 +175,8 @@ class PgEventLog:
 class PgMembership:
     """Membership from the members table. Grants are cached per (user,
     conversation) for ``membership_cache_s``; denials are not cached, so a member
-    just added can subscribe at once."""
+    just added can subscribe at once. A revocation seen here (``forget``) drops the
+    grant, also one a lookup already under way would cache."""
 
     def __init__(self, db: PgDatabase, table_names: Names, cache_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -184,6 +185,7 @@ class PgMembership:
         self._cache_s = cache_s
         self._clock = clock
         self._granted_until: dict[tuple[str, str], float] = {}
+        self._forgotten_at: dict[tuple[str, str], float] = {}
 
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         """The subset of ``conversation_ids`` that ``user_id`` is a member of.
@@ -199,14 +201,21 @@ class PgMembership:
         rows = await self._db.query(self._statement, {"user": user_id, "conversations": unknown})
         granted = {row[0] for row in rows}
         if self._cache_s > 0:
-            self._remember(user_id, granted, now + self._cache_s)
+            self._remember(user_id, granted, now)
         return cached | granted
 
-    def _remember(self, user_id: str, granted: set[str], until: float) -> None:
+    def forget(self, user_id: str, conversation_id: str) -> None:
+        now = self._clock()
+        self._granted_until.pop((user_id, conversation_id), None)
+        self._forgotten_at = {key: at for key, at in self._forgotten_at.items() if at > now - self._cache_s}
+        self._forgotten_at[(user_id, conversation_id)] = now
+
+    def _remember(self, user_id: str, granted: set[str], asked_at: float) -> None:
         if len(self._granted_until) + len(granted) > MEMBERSHIP_CACHE_MAX:
             self._granted_until.clear()  # rare; the next lookups refill it
         for cid in granted:
-            self._granted_until[(user_id, cid)] = until
+            if self._forgotten_at.get((user_id, cid), -math.inf) < asked_at:
+                self._granted_until[(user_id, cid)] = asked_at + self._cache_s
 
 
 class PgPublisher:

@@ -1,10 +1,10 @@
 """Which adapter serves each port, decided once from the settings.
 
-| configured          | broker  | log / publisher        | stores | membership      |
-|---------------------|---------|------------------------|--------|-----------------|
-| nothing (embedded)  | memory  | memory bounded log     | memory | all allowed     |
-| REDIS_HOST          | Redis   | none / Redis publish   | Redis  | all allowed     |
-| + POSTGRES_DSN      | Redis   | Postgres outbox        | Redis  | members table   |
+| configured          | broker  | log / publisher        | stores, slots | membership      |
+|---------------------|---------|------------------------|---------------|-----------------|
+| nothing (embedded)  | memory  | memory bounded log     | memory        | all allowed     |
+| REDIS_HOST          | Redis   | none / Redis publish   | Redis         | all allowed     |
+| + POSTGRES_DSN      | Redis   | Postgres outbox        | Redis         | members table   |
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from tornado_gw.adapters.memory import (
     MemorySessions,
     MemoryTyping,
 )
+from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.adapters.pg_outbox import PgOutbox
 from tornado_gw.adapters.redis_broker import RedisBroker
 from tornado_gw.adapters.redis_publisher import RedisPublisher
+from tornado_gw.adapters.redis_slots import RedisSlots
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
-from tornado_gw.ports import LoggedEvent, Publisher, ReplayGap
+from tornado_gw.ports import ConnectionSlots, LoggedEvent, Publisher, ReplayGap
 from tornado_gw.runtime.effects import Adapters
 from tornado_gw.settings import Settings, SettingsError
 
@@ -35,6 +37,7 @@ Check = Callable[[], Awaitable[bool]]
 class Wiring:
     adapters: Adapters
     publisher: Publisher
+    slots: ConnectionSlots
     description: str
     checks: Mapping[str, Check] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -73,18 +76,19 @@ async def _clustered(settings: Settings) -> Wiring:
     async def broker_delivers() -> bool:
         return broker.healthy  # proved by the broker's own probe round trips (PITFALLS 2)
 
+    slots = RedisSlots.from_settings(settings)
     checks: dict[str, Check] = {"redis": broker_delivers}
-    closers: list[Callable[[], Awaitable[None]]] = [broker.close, *(store.close for store in stores)]
+    closers: list[Callable[[], Awaitable[None]]] = [broker.close, slots.close, *(s.close for s in stores)]
     if settings.postgres_dsn is None:
         adapters = Adapters(broker, NoDurableLog(), *stores, AllowAllMembership())
-        return Wiring(adapters, RedisPublisher(broker), "Redis, no durable log", checks, closers)
+        return Wiring(adapters, RedisPublisher(broker), slots, "Redis, no durable log", checks, closers)
     outbox = PgOutbox(settings)
     await outbox.open()
     membership = outbox.membership if settings.authorization == "members" else AllowAllMembership()
     adapters = Adapters(broker, outbox.log, *stores, membership)
     checks["postgres"] = outbox.check
     closers.append(outbox.close)
-    return Wiring(adapters, outbox.publisher, "Redis and Postgres outbox", checks, closers)
+    return Wiring(adapters, outbox.publisher, slots, "Redis and Postgres outbox", checks, closers)
 
 
 def _embedded(settings: Settings) -> Wiring:
@@ -92,4 +96,5 @@ def _embedded(settings: Settings) -> Wiring:
     log = MemoryLog(broker, settings.memory_log_events)
     stores = (MemorySessions(), MemoryPresence(broker.publish_nowait), MemoryTyping(broker.publish_nowait))
     adapters = Adapters(broker, log, *stores, AllowAllMembership())
-    return Wiring(adapters, log, "embedded: in-process broker and event log", closers=[broker.close])
+    slots = MemorySlots(settings.presence_ttl_s)
+    return Wiring(adapters, log, slots, "embedded: in-process broker and event log", closers=[broker.close])

@@ -160,6 +160,15 @@ class SessionLoaded:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionClaimed:
+    """Result of ``ClaimConnection``: False when the user is at ``max_connections_per_user``."""
+
+    conn_id: ConnId
+    granted: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipChecked:
     conn_id: ConnId
     granted: frozenset[str]
@@ -221,6 +230,6 @@ class PresencePageLoaded:
 Command = (
     Connect | Disconnect | Authenticate | AuthFailed | Subscribe | Unsubscribe | Typing
     | PresenceQuery | Ping | BadFrame | CloseRequested | Tick | BrokerMessage | ChannelReady
-    | BrokerStatusChanged | SessionLoaded | MembershipChecked | ReplayLoaded | GapLoaded
+    | BrokerStatusChanged | SessionLoaded | ConnectionClaimed | MembershipChecked | ReplayLoaded | GapLoaded
     | EffectFailed | LogHeadKnown | FlushPresence | PresencePageLoaded
 )

@@ -71,6 +71,13 @@ class LoadSession:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteSession:
+    """The session can no longer be resumed (``POST /disconnect``); after any save before it."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SaveSession:
     snapshots: tuple[SessionSnapshot, ...]
     ttl_s: float
@@ -176,9 +183,39 @@ class LoadGap:
 
 CONCURRENT = (CheckMembership, LoadReplay, LoadGap)  # reads that may be slow (the core tests' world)
 
+
+# --- access (``core/access.py``): slots by ``runtime/slots.py``, the grant at once ---
+
+@dataclass(frozen=True, slots=True)
+class ClaimConnection:
+    """Count the connection against ``max_connections_per_user``; ``ConnectionClaimed`` answers."""
+
+    conn_id: ConnId
+    user_id: str
+    slot_id: str  # unique per connection cluster-wide (its presence id)
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseConnection:
+    user_id: str
+    slot_id: str
+
+
+ACCESS = (ClaimConnection, ReleaseConnection)
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetGrant:
+    """A revocation: the membership adapter drops its cached grant (before any later check)."""
+
+    user_id: str
+    conversation_id: str
+
 Effect = (
     SendFrame | Deliver | SendReplay | CloseConnection | SubscribeChannel | UnsubscribeChannel
     | LoadSession | SaveSession | JoinPresence | LeavePresence | RejoinPresence | RefreshPresence
     | QueryPresence | AnnouncePresence
     | StartTyping | StopTyping | ExpireStale | CheckMembership | LoadReplay | LoadGap
+    | DeleteSession | ClaimConnection | ReleaseConnection | ForgetGrant
 )

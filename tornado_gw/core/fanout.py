@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tornado_gw.core import access, frames, operations, presence
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames, operations, presence
 from tornado_gw.core.ids import conversation_of
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.state import Gateway, Phase
@@ -21,6 +21,8 @@ _TYPING_START = FrameType.TYPING_START.value
 _TYPING_STOP = FrameType.TYPING_STOP.value
 _MESSAGE_NEW = FrameType.MESSAGE_NEW.value
 _PRESENCE_TRANSITION = FrameType.PRESENCE_TRANSITION.value
+_REMOVED = access.REMOVED
+_CONTROL = access.CONTROL
 
 
 def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -> None:
@@ -39,6 +41,9 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         state.high_seq = seq
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
+    if kind in _CONTROL:
+        access.server_command(state, cmd, kind, out)  # the server API's, not a client's frame
+        return
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)
     subscribers = state.subscribers.get(channel)
     if not subscribers:
@@ -60,6 +65,8 @@ def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -
         targets.append(conn_id)
     if targets:
         out.append(fx.Deliver(targets, cmd.data, kind))
+        if kind == _REMOVED:
+            access.revoke_live(state, channel, targets, frame.get("payload"), seq, cmd.at, out)
 
 
 def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:

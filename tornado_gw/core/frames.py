@@ -37,8 +37,21 @@ def subscribed(granted: Iterable[str], denied: Iterable[str]) -> Frame:
     return frame(FrameType.SUBSCRIBED, {"conversation_ids": list(granted), "denied": list(denied)})
 
 
-def unsubscribed(conversation_ids: Iterable[str]) -> Frame:
-    return frame(FrameType.UNSUBSCRIBED, {"conversation_ids": list(conversation_ids)})
+def unsubscribed(conversation_ids: Iterable[str], reason: str | None = None) -> Frame:
+    payload: dict[str, Any] = {"conversation_ids": list(conversation_ids)}
+    if reason is not None:
+        payload["reason"] = reason
+    return frame(FrameType.UNSUBSCRIBED, payload)
+
+
+def server_unsubscribe(conversation_ids: Iterable[str]) -> Frame:
+    """``POST /unsubscribe`` on its way to every gateway with a connection of the user."""
+    return frame(FrameType.SERVER_UNSUBSCRIBE, {"conversation_ids": list(conversation_ids)})
+
+
+def server_disconnect(reason: str) -> Frame:
+    """``POST /disconnect`` on its way to every gateway with a connection of the user."""
+    return frame(FrameType.SERVER_DISCONNECT, {"reason": reason})
 
 
 def replay_done(count: int, recovered: bool) -> Frame:

@@ -80,6 +80,11 @@ def presence_due_key(prefix: str) -> str:
     return f"{prefix}{PRESENCE_TAG}:due"
 
 
+def connections_key(prefix: str, user_id: str) -> str:
+    """The user's open connections, cluster-wide (``max_connections_per_user``)."""
+    return f"{prefix}connections:{user_id}"
+
+
 def typing_key(prefix: str, conversation_id: str) -> str:
     return f"{prefix}{TYPING_TAG}:{conversation_id}"
 

@@ -9,8 +9,8 @@ live, with no gap and no duplicate (CONTRACT §4).
 
 from __future__ import annotations
 
+from tornado_gw.core import access, frames, presence
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames, presence
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import ErrorCode
 from tornado_gw.core.replay import merge_replay
@@ -40,7 +40,8 @@ def grant(state: Gateway, conn: Connection, allowed: frozenset[str], at: float, 
     """Membership is known: subscribe the granted conversations' channels."""
     op = conn.op
     assert op is not None and conn.user_id is not None
-    granted = tuple(cid for cid in op.requested if cid in allowed or cid in conn.conversations)
+    granted = tuple(cid for cid in op.requested
+                    if (cid in allowed or cid in conn.conversations) and cid not in op.revoked)
     op.granted = granted
     op.denied = tuple(cid for cid in op.requested if cid not in granted)
     op.added = tuple(cid for cid in granted if cid not in conn.conversations)
@@ -107,7 +108,7 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
             conn.user_id, conn.session_id, op.resumed, conn.conversations)))
     else:
         out.append(fx.SendFrame(conn.conn_id, frames.subscribed(op.granted, op.denied)))
-    for cid in op.added:
+    for cid in (cid for cid in op.added if cid in conn.conversations):  # not revoked meanwhile
         presence.join(state, conn, cid, at, out)
     if op.previous_presence_id is not None:
         # The old connection's entries go now that the new ones stand (no flap), so an
@@ -116,29 +117,27 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
             out.append(fx.LeavePresence(cid, conn.user_id, op.previous_presence_id, at))
     out.append(save_session(state, conn))
     if op.last_seq is None:
-        finish(state, conn, out)
+        finish(state, conn, at, out)
         return
     for channel in op.channels:
         conn.delivered[channel] = max(conn.delivered.get(channel, 0), op.last_seq)
     op.replaying = True
-    out.append(fx.LoadReplay(conn.conn_id, tuple(sorted(op.channels)), op.last_seq, limits.replay_max_events))
+    out.append(fx.LoadReplay(conn.conn_id, access.replay_channels(conn, op), op.last_seq,
+                             limits.replay_max_events))
 
 
 def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, ...] | None,
-                  out: Effects) -> None:
+                  at: float, out: Effects) -> None:
     """Send the replay merged with the buffered live frames, then ``replay.done``."""
     op = conn.op
     if op is None or not op.replaying:
         return
-    buffered, op.buffer = op.buffer, []
-    ordered, count = merge_replay(events or (), buffered, conn.delivered)
-    if ordered:
-        out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))
+    count = _send_visible(state, conn, op, events or (), at, out, paced=True)
     out.append(fx.SendFrame(conn.conn_id, frames.replay_done(count, events is not None)))
-    finish(state, conn, out)
+    finish(state, conn, at, out)
 
 
-def finish(state: Gateway, conn: Connection, out: Effects) -> None:
+def finish(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
     """Release the frames held during the operation; queued commands run next."""
     op = conn.op
     assert op is not None
@@ -147,8 +146,25 @@ def finish(state: Gateway, conn: Connection, out: Effects) -> None:
         out.append(fx.SendFrame(conn.conn_id, frames.replay_done(0, False)))
     if conn.queued:
         state.released.append(conn.conn_id)
-    ordered, _ = merge_replay((), op.buffer, conn.delivered)
-    _send_ordered(conn, ordered, out)
+    _send_visible(state, conn, op, (), at, out)
+
+
+def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple[LoggedEvent, ...],
+                  at: float, out: Effects, paced: bool = False) -> int:
+    """Replay and held frames in seq order, cut where a conversation was revoked
+    (``access`` rule 1); returns how many numbered events went out. A ``paced`` replay
+    is written at the pace the client reads it (CONTRACT §4 v2)."""
+    buffered, op.buffer = op.buffer, []
+    shown, held, cuts = access.visible(conn, op, events, buffered)
+    ordered, count = merge_replay(shown, held, conn.delivered)
+    if paced:
+        if ordered:
+            out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))
+    else:
+        _send_ordered(conn, ordered, out)
+    if cuts:
+        access.apply_cuts(state, conn, cuts, at, out)
+    return count
 
 
 def _send_ordered(conn: Connection, ordered: list[tuple[str, bytes, str]], out: Effects) -> None:

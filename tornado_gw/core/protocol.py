@@ -29,6 +29,10 @@ class FrameType(str, Enum):
     REPLAY_DONE = "replay.done"
     ERROR = "error"
     MESSAGE_NEW = "message.new"
+    MEMBERSHIP_REMOVED = "membership.removed"  # an outbox event on user:{U} (CONTRACT §3 v2)
+    # server -> gateways only, on user:{U} through the broker; never sent to a client
+    SERVER_UNSUBSCRIBE = "gw.unsubscribe"
+    SERVER_DISCONNECT = "gw.disconnect"
     # between instances only, never sent to a client
     PRESENCE_TRANSITION = "presence.transition"
 
@@ -47,6 +51,8 @@ class CloseCode(IntEnum):
     IDLE_TIMEOUT = 4004
     RATE_LIMITED = 4008
     SLOW_CONSUMER = 4009
+    DISCONNECTED = 4010
+    TOO_MANY_CONNECTIONS = 4011
 
 
 class ErrorCode(str, Enum):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tornado_gw.core import access, frames, operations, presence
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core import frames, operations, presence
+from tornado_gw.core.access import close as _close
 from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions, Unauthenticated
 from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
@@ -122,6 +123,7 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
     conn.new_session_id = cmd.new_session_id
     conn.presence_id = cmd.new_session_id  # unique per connection, made at the edge
     state.presence_owners[conn.presence_id] = conn.conn_id
+    access.claim_slot(state, conn, out)
     conn.op = operations.begin("auth", (), cmd.last_seq, cmd.at)
     if cmd.session_id is not None:
         out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
@@ -152,12 +154,8 @@ def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects)
 def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
     _require_auth(conn, "unsubscribe")
     for cid in cmd.conversation_ids:
-        if cid not in conn.conversations:
-            continue
-        conn.conversations.discard(cid)
-        operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
-        presence.leave(state, conn, cid, cmd.at, out)
-        _stop_typing_if_last(state, conn, cid, out)
+        if cid in conn.conversations:
+            access.leave(state, conn, cid, cmd.at, out)
     out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
     out.append(operations.save_session(state, conn))
 
@@ -192,14 +190,6 @@ def _connect(state: Gateway, cmd: c.Connect, out: Effects) -> None:
     state.connections[cmd.conn_id] = Connection(cmd.conn_id, cmd.at, cmd.at, burst, cmd.at)
 
 
-def _close(conn: Connection, code: CloseCode, reason: str, out: Effects) -> None:
-    """Stop sending to ``conn`` at once; its ``Disconnect`` cleans up when the socket closes."""
-    if conn.phase is Phase.CLOSING:
-        return
-    conn.phase = Phase.CLOSING
-    out.append(fx.CloseConnection(conn.conn_id, code, reason))
-
-
 def _close_requested(state: Gateway, cmd: c.CloseRequested, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
     if conn is not None:
@@ -218,26 +208,18 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
         channels.append(user_channel(conn.user_id))
     for channel in channels:
         operations.remove_subscriber(state, channel, conn.conn_id, out)
+    access.release_slot(state, conn, out)
     if conn.user_id is None or conn.session_id is None or conn.presence_id is None:
+        return
+    if conn.ended:
+        access.end_session(state, conn, cmd.at, out)
         return
     out.append(operations.save_session(state, conn, live=False))
     entries = tuple((cid, conn.user_id, conn.presence_id) for cid in sorted(conn.conversations))
     if entries:
         out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))
     for cid in sorted(conn.conversations):
-        _stop_typing_if_last(state, conn, cid, out)
-
-
-def _stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects) -> None:
-    """``typing.stop`` when the user's last local session there leaves (CONTRACT §3)."""
-    user_id = conn.user_id
-    if user_id is None or user_id not in state.typing.get(cid, ()):
-        return
-    for other_id in state.subscribers.get(conv_channel(cid), ()):
-        other = state.connections[other_id]
-        if other.user_id == user_id and other is not conn:
-            return
-    out.append(fx.StopTyping(cid, user_id))
+        access.stop_typing_if_last(state, conn, cid, out)
 
 
 # --- results of effects --------------------------------------------------------------
@@ -274,7 +256,7 @@ def _channel_ready(state: Gateway, cmd: c.ChannelReady, out: Effects) -> None:
 def _replay_loaded(state: Gateway, cmd: c.ReplayLoaded, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
     if conn is not None:
-        operations.replay_loaded(state, conn, cmd.events, out)
+        operations.replay_loaded(state, conn, cmd.events, cmd.at, out)
 
 
 def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> None:
@@ -364,6 +346,7 @@ _HANDLERS: dict[type, Callable[[Gateway, Any, Effects], None]] = {
     c.ChannelReady: _channel_ready,
     c.BrokerStatusChanged: _broker_status,
     c.SessionLoaded: _session_loaded,
+    c.ConnectionClaimed: access.connection_claimed,
     c.MembershipChecked: _membership_checked,
     c.ReplayLoaded: _replay_loaded,
     c.GapLoaded: deliver_gap,

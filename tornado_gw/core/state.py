@@ -43,6 +43,7 @@ class Limits:
     presence_batch_ms: float = 250.0
     presence_list_max: int = 200
     presence_count_interval_s: float = 10.0
+    max_connections_per_user: int = 100
     check_membership: bool = False
     durable_log: bool = True  # a log can fill what a broker outage loses (embedded, or Postgres)
 
@@ -69,6 +70,7 @@ class Operation:
     waiting: set[str] = field(default_factory=set)
     replaying: bool = False
     gap_lost: bool = False  # a broker gap on its connection could not be filled meanwhile
+    revoked: dict[str, int] = field(default_factory=dict)  # requested, then removed: cid -> removal seq
     buffer: list[tuple[int | None, str, bytes, str]] = field(default_factory=list)
 
 
@@ -88,6 +90,7 @@ class Connection:
     conversations: set[str] = field(default_factory=set)
     delivered: dict[str, int] = field(default_factory=dict)
     warned: bool = False
+    ended: bool = False  # closed by POST /disconnect: its session is deleted, not saved
     op: Operation | None = None
     queued: list[Command] = field(default_factory=list)
 

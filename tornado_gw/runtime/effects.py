@@ -40,6 +40,7 @@ from tornado_gw.runtime import presence_writes, reads
 from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.gap_fill import fill_gap
 from tornado_gw.runtime.lanes import Lanes
+from tornado_gw.runtime.slots import SlotKeeper
 
 log = logging.getLogger(__name__)
 READ_DEADLINE_S = 4.0  # a read an operation's reply waits for answers within this, or it failed
@@ -52,7 +53,7 @@ LANE_DEPTH = 1_000  # writes queued per lane
 MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
 
-Write = fx.SaveSession | presence_writes.PresenceWrite
+Write = fx.SaveSession | fx.DeleteSession | presence_writes.PresenceWrite
 Read = reads.Read | fx.LoadGap
 READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
@@ -81,8 +82,10 @@ class Adapters:
 
 class EffectRunner:
     def __init__(self, adapters: Adapters, transport: Transport, submit: Callable[[c.Command], None],
-                 encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+                 encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
+                 slots: SlotKeeper | None = None) -> None:
         self._adapters = adapters
+        self._slots = slots
         self._transport = transport
         self._submit = submit
         self._encode = encode
@@ -122,6 +125,11 @@ class EffectRunner:
                 self._adapters.broker.unsubscribe(effect.channel)
             elif isinstance(effect, READS):
                 self._read(effect)
+            elif isinstance(effect, fx.ACCESS):
+                if self._slots is not None:
+                    self._slots.perform(effect)
+            elif isinstance(effect, fx.ForgetGrant):  # at once: before any later membership check
+                self._adapters.membership.forget(effect.user_id, effect.conversation_id)
             else:
                 self._writes.put(_lane_of(effect), effect)
 
@@ -131,6 +139,8 @@ class EffectRunner:
         if isinstance(effect, fx.SaveSession):
             for i in range(0, len(effect.snapshots), SESSION_CHUNK):
                 await self._adapters.sessions.save(effect.snapshots[i:i + SESSION_CHUNK], effect.ttl_s)
+        elif isinstance(effect, fx.DeleteSession):
+            await self._adapters.sessions.delete(effect.session_id)
         else:
             await self._presence.run(effect)
 
@@ -168,9 +178,10 @@ class EffectRunner:
 
 
 def _lane_of(effect: Write) -> Hashable:
-    if isinstance(effect, fx.SaveSession):
+    if isinstance(effect, (fx.SaveSession, fx.DeleteSession)):
         # One lane: the periodic snapshot of every live session must not overwrite a
-        # newer snapshot of one of them (an unsubscribe) queued after it.
+        # newer snapshot of one of them (an unsubscribe) queued after it, nor bring
+        # back a session deleted after it (POST /disconnect).
         return "sessions"
     return presence_writes.lane_of(effect)
 
@@ -182,7 +193,8 @@ def _merge(queued: Write, new: Write) -> Write | None:
         latest: dict[str, SessionSnapshot] = {s.session_id: s for s in queued.snapshots}
         latest.update((s.session_id, s) for s in new.snapshots)
         return fx.SaveSession(tuple(latest.values()), new.ttl_s)
-    if isinstance(queued, fx.SaveSession) or isinstance(new, fx.SaveSession):
+    sessions = (fx.SaveSession, fx.DeleteSession)
+    if isinstance(queued, sessions) or isinstance(new, sessions):
         return None
     return presence_writes.merge(queued, new)
 

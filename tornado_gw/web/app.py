@@ -6,12 +6,14 @@ from tornado.web import Application
 
 from tornado_gw.web.demo_handlers import demo_routes
 from tornado_gw.web.http_handlers import (
+    DisconnectHandler,
     HealthHandler,
     HttpContext,
     MetricsHandler,
     PublishHandler,
     ReadyHandler,
     RootHandler,
+    UnsubscribeHandler,
 )
 from tornado_gw.web.ws_handler import GatewaySocket, SocketContext
 
@@ -28,6 +30,8 @@ def make_app(http: HttpContext, sockets: SocketContext) -> Application:
             (r"/ready", ReadyHandler, {"context": http}),
             (r"/metrics", MetricsHandler),
             (r"/publish", PublishHandler, {"context": http}),
+            (r"/unsubscribe", UnsubscribeHandler, {"context": http}),
+            (r"/disconnect", DisconnectHandler, {"context": http}),
             (r"/ws", GatewaySocket, {"context": sockets}),
         ],
         # Tornado closes oversized frames with 1009 itself (CONTRACT §3).

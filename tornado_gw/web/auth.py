@@ -1,14 +1,17 @@
 """JWT verification for the ``auth`` frame (CONTRACT §3, PITFALLS 9).
 
 Rules:
-1. The accepted algorithms come from settings, never from the token header;
-   only HMAC algorithms exist here (one shared ``jwt_secret``), so an RS256 or
-   ``none`` token is refused before any key is used.
+1. The accepted algorithms come from settings, never from the token header.
+   They are all HMAC (one shared ``jwt_secret``) or all public-key (a PEM key
+   or a JWKS, CONTRACT §3 v2): a token cannot pick the kind of key that checks
+   it, and ``none`` is never accepted.
 2. Time is an argument: ``exp``, ``nbf`` and ``iat`` are checked against
    ``now`` with ``leeway_s``, never against the wall clock, so tests and the
    reducer's ``at=`` agree.
 3. Time claims must be JSON numbers: PyJWT would take ``"1700000000"``, and
    ``true`` is an int in Python; both are refused.
+4. A token is accepted until ``exp + leeway_s`` and the connection is closed
+   with 4003 at that same moment (``TokenVerifier.deadline``), never earlier.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from tornado_gw.core.ids import is_valid_id
-from tornado_gw.settings import HMAC_ALGORITHMS
+from tornado_gw.settings import HMAC_ALGORITHMS, Settings, SettingsError
+from tornado_gw.web.jwks import JwksKeys
 
 MAX_TOKEN_CHARS = 4096
 _KEY_LENGTH_WARNING: type[Warning] | None = getattr(jwt, "InsecureKeyLengthWarning", None)
@@ -65,21 +69,84 @@ def verify_token(
     require_exp: bool,
     now: float,
 ) -> Claims:
-    """Check signature, time claims and user id of ``token``.
+    """Check signature, time claims and user id of an HS* ``token``.
 
     Raises:
         TokenError: the client must get ``auth.error`` (and close 4001).
         ValueError: ``algorithms`` names a non-HMAC algorithm (a configuration bug).
     """
     _check_algorithms(algorithms)
+    rules = _Rules(tuple(algorithms), leeway_s, require_exp, None, None)
+    return _verified(token, lambda _header: secret, rules, now)
+
+
+class KeyUnknown(Exception):
+    """The token names a JWKS ``kid`` not loaded yet: fetch the keys, then verify again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    algorithms: tuple[str, ...]
+    leeway_s: float
+    require_exp: bool
+    audience: str | None
+    issuer: str | None
+
+
+class TokenVerifier:
+    """Verifies tokens as the settings say: HS* with ``jwt_secret``, or public-key
+    algorithms with ``jwt_public_key`` or the keys of ``jwt_jwks_url``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._rules = _Rules(settings.jwt_algorithms, settings.jwt_leeway_s, settings.require_exp,
+                             settings.jwt_audience, settings.jwt_issuer)
+        self.jwks: JwksKeys | None = None
+        self._key: Any = settings.jwt_secret
+        if settings.jwt_public_key is not None:
+            self._key = _load_public_key(settings.jwt_public_key)
+        elif settings.jwt_jwks_url is not None:
+            self.jwks = JwksKeys(settings.jwt_jwks_url, settings.jwks_refetch_interval_s)
+
+    def verify(self, token: str, now: float) -> Claims:
+        """Raises ``TokenError`` (refuse) or ``KeyUnknown`` (await ``jwks.fetch``, then retry)."""
+        return _verified(token, self._key_for, self._rules, now)
+
+    def deadline(self, claims: Claims) -> float | None:
+        """When the connection must close with 4003: the last moment ``verify`` accepts the token."""
+        return None if claims.expires_at is None else claims.expires_at + self._rules.leeway_s
+
+    def _key_for(self, header: Mapping[str, Any]) -> Any:
+        if self.jwks is None:
+            return self._key
+        kid = header.get("kid")
+        key = self.jwks.get(kid if isinstance(kid, str) else None)
+        if key is None:
+            raise KeyUnknown(f"no key for kid {kid!r:.80}")
+        return key
+
+
+def _load_public_key(pem: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        return load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:  # also an unsupported key type
+        raise SettingsError("jwt_public_key", f"not a PEM public key: {' '.join(str(exc).split())}") from None
+
+
+def _verified(token: str, key_for: Callable[[Mapping[str, Any]], Any], rules: _Rules, now: float) -> Claims:
     if not isinstance(token, str):
         raise TokenError("token must be a string")
     if not token:
         raise TokenError("token is empty")
     if len(token) > MAX_TOKEN_CHARS:
         raise TokenError(f"token is longer than {MAX_TOKEN_CHARS} characters")
-    payload = _decode(token, secret, algorithms)
-    expires_at = _check_times(payload, leeway_s=leeway_s, require_exp=require_exp, now=now)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"invalid token: {exc}") from None
+    payload = _decode(token, key_for(header), rules)
+    expires_at = _check_times(payload, leeway_s=rules.leeway_s, require_exp=rules.require_exp, now=now)
     return Claims(user_id=_user_id(payload), expires_at=expires_at)
 
 
@@ -121,10 +188,13 @@ def _short_keys_allowed() -> Iterator[None]:
         yield
 
 
-def _decode(token: str, secret: str, algorithms: Sequence[str]) -> Mapping[str, Any]:
+def _decode(token: str, key: Any, rules: _Rules) -> Mapping[str, Any]:
+    options: Any = {**_DECODE_OPTIONS, "verify_aud": rules.audience is not None,
+                    "verify_iss": rules.issuer is not None}
     try:
         with _short_keys_allowed():
-            return jwt.decode(token, secret, algorithms=list(algorithms), options=_DECODE_OPTIONS)
+            return jwt.decode(token, key, algorithms=list(rules.algorithms), options=options,
+                              audience=rules.audience, issuer=rules.issuer)
     except jwt.PyJWTError as exc:  # InvalidKeyError is not an InvalidTokenError
         raise TokenError(f"invalid token: {exc}") from None
 

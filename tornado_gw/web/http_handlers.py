@@ -1,4 +1,10 @@
-"""The HTTP endpoints of CONTRACT §2 besides ``/ws``."""
+"""The HTTP endpoints of CONTRACT §2 besides ``/ws``.
+
+``/publish``, ``/unsubscribe`` and ``/disconnect`` are the server API: one key
+rule (``PUBLISH_API_KEY``, compared in constant time), one body reader, a 4xx
+that names what is wrong. ``/unsubscribe`` and ``/disconnect`` travel to every
+instance through the broker, on the user's channel (``core/access.py`` rule 2).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado.web import RequestHandler
 
 from tornado_gw import metrics
-from tornado_gw.core.ids import is_valid_channel
+from tornado_gw.core import frames
+from tornado_gw.core.access import MAX_CLOSE_REASON_BYTES
+from tornado_gw.core.ids import is_valid_channel, is_valid_id, user_channel
 from tornado_gw.core.protocol import FrameType
 from tornado_gw.ports import DependencyUnavailable, Publisher
 from tornado_gw.settings import Settings
@@ -21,6 +29,8 @@ from tornado_gw.web import codec
 log = logging.getLogger(__name__)
 MAX_PUBLISH_BYTES = 65536
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+MAX_SERVER_CONVERSATIONS = 1000
+RESERVED_TYPE_PREFIX = "gw."
 Check = Callable[[], Awaitable[bool]]
 
 
@@ -31,6 +41,7 @@ class HttpContext:
     checks: Mapping[str, Check]  # one per configured dependency: "redis", "postgres"
     is_draining: Callable[[], bool]
     publisher: Publisher
+    broadcast: Callable[[str, bytes], Awaitable[None]]  # the broker's publish: every instance
 
 
 class _JsonHandler(RequestHandler):
@@ -90,35 +101,55 @@ class MetricsHandler(RequestHandler):
         self.finish(generate_latest(metrics.REGISTRY))
 
 
-class PublishHandler(_JsonHandler):
-    """Server-side publish (CONTRACT §2): key rules, then the configured publisher."""
+class _ServerApiHandler(_JsonHandler):
+    """The key rule of CONTRACT §2 ``/publish``, shared by the server API; then a JSON body."""
 
     def prepare(self) -> None:
         settings = self.context.settings
         key = settings.publish_api_key
         if key is None:
             if settings.mode == "production":
-                self.reply(404, {"error": "publishing is disabled: set PUBLISH_API_KEY"})
+                self.reply(404, {"error": "the server API is disabled: set PUBLISH_API_KEY"})
             elif self.request.remote_ip not in LOOPBACK:
-                self.reply(403, {"error": "without PUBLISH_API_KEY only loopback callers may publish"})
+                self.reply(403, {"error": "without PUBLISH_API_KEY only loopback callers may call this"})
             return
         given = self.request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
             self.set_header("WWW-Authenticate", "Bearer")
             self.reply(401, {"error": "missing or wrong bearer key"})
 
-    async def post(self) -> None:
+    def json_body(self, problem: Callable[[Any], str | None]) -> Any:
+        """The decoded body, or None once a 4xx naming the problem was sent."""
         if len(self.request.body) > MAX_PUBLISH_BYTES:
             self.reply(413, {"error": f"body over {MAX_PUBLISH_BYTES} bytes"})
-            return
+            return None
         try:
             body = codec.decode(self.request.body)
         except codec.DecodeError as exc:
             self.reply(400, {"error": f"invalid JSON: {exc}"})
+            return None
+        found = problem(body)
+        if found:
+            self.reply(400, {"error": found})
+            return None
+        return body
+
+    async def to_user(self, user_id: str, frame: Mapping[str, Any]) -> None:
+        """Through the broker to every instance with a connection of ``user_id``: 202, or 503."""
+        try:
+            await self.context.broadcast(user_channel(user_id), codec.encode(frame))
+        except DependencyUnavailable as exc:
+            self.reply(503, {"error": str(exc)})
             return
-        problem = _publish_problem(body)
-        if problem:
-            self.reply(400, {"error": problem})
+        self.reply(202, {})
+
+
+class PublishHandler(_ServerApiHandler):
+    """Server-side publish (CONTRACT §2): key rules, then the configured publisher."""
+
+    async def post(self) -> None:
+        body = self.json_body(_publish_problem)
+        if body is None:
             return
         try:
             result = await self.context.publisher.publish(body["channel"], body["type"], body["payload"])
@@ -126,6 +157,51 @@ class PublishHandler(_JsonHandler):
             self.reply(503, {"error": str(exc)})
             return
         self.reply(202, result)
+
+
+class UnsubscribeHandler(_ServerApiHandler):
+    """CONTRACT §2 ``POST /unsubscribe``: every connection of the user leaves the conversations."""
+
+    async def post(self) -> None:
+        body = self.json_body(_unsubscribe_problem)
+        if body is not None:
+            await self.to_user(body["user_id"], frames.server_unsubscribe(body["conversation_ids"]))
+
+
+class DisconnectHandler(_ServerApiHandler):
+    """CONTRACT §2 ``POST /disconnect``: every connection of the user closes with 4010."""
+
+    async def post(self) -> None:
+        body = self.json_body(_disconnect_problem)
+        if body is not None:
+            await self.to_user(body["user_id"], frames.server_disconnect(body.get("reason", "")))
+
+
+_USER_ID = "'user_id' must be an id of 1-128 letters, digits or -_.:@"
+
+
+def _unsubscribe_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    if not is_valid_id(body.get("user_id")):
+        return _USER_ID
+    ids = body.get("conversation_ids")
+    if not isinstance(ids, list) or not 0 < len(ids) <= MAX_SERVER_CONVERSATIONS \
+            or not all(is_valid_id(cid) for cid in ids):
+        return (f"'conversation_ids' must be a list of 1-{MAX_SERVER_CONVERSATIONS} conversation ids "
+                "(1-128 letters, digits or -_.:@)")
+    return None
+
+
+def _disconnect_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    if not is_valid_id(body.get("user_id")):
+        return _USER_ID
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason.encode()) > MAX_CLOSE_REASON_BYTES:
+        return f"'reason' must be a string of at most {MAX_CLOSE_REASON_BYTES} bytes (a close frame's limit)"
+    return None
 
 
 def _publish_problem(body: Any) -> str | None:
@@ -138,6 +214,8 @@ def _publish_problem(body: Any) -> str | None:
         return "'type' must be a non-empty string of at most 128 characters"
     if kind == FrameType.PRESENCE_TRANSITION.value:
         return f"'type' {kind} is reserved: the gateways' presence stores publish it"
+    if kind.startswith(RESERVED_TYPE_PREFIX):
+        return f"'type' {RESERVED_TYPE_PREFIX}* is the gateway's own: see POST /unsubscribe and /disconnect"
     if not isinstance(body.get("payload"), dict):
         return "'payload' must be a JSON object"
     return None

@@ -28,7 +28,7 @@ from tornado_gw.core.protocol import CloseCode, ErrorCode, FrameType
 from tornado_gw.runtime.clock import now
 from tornado_gw.settings import Settings
 from tornado_gw.web import codec
-from tornado_gw.web.auth import TokenError, verify_token
+from tornado_gw.web.auth import KeyUnknown, TokenError, TokenVerifier
 from tornado_gw.web.writer import SocketRegistry
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class SocketContext:
     submit: Callable[[c.Command], None]
     registry: SocketRegistry
     is_draining: Callable[[], bool]
+    verifier: TokenVerifier
 
 
 class _Fifo(list[Any]):
@@ -154,6 +155,10 @@ class _Protocol(WebSocketProtocol13):
 # The header of the frame being read, read by the idle callback and handed to Tornado's
 # parser: here, not in an attribute, for the reason given on ``_Protocol``.
 _read_headers: dict[_Protocol, bytes] = {}
+# Frames of a connection whose token names a JWKS kid being fetched: the auth first,
+# then what the client sent meanwhile, submitted in order once the keys are in.
+_awaiting_keys: dict[GatewaySocket, list[c.Command | AuthRequest]] = {}
+_key_fetches: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
 
 
 class GatewaySocket(WebSocketHandler):
@@ -230,21 +235,56 @@ class GatewaySocket(WebSocketHandler):
         kind = obj.get("type") if isinstance(obj, dict) else None
         metrics.FRAMES_IN.labels(kind if kind in _CLIENT_TYPES else "invalid").inc()
         cmd = parse_client_frame(self.conn_id, obj, at)
-        self.context.submit(self._verify(cmd) if isinstance(cmd, AuthRequest) else cmd)
+        held = _awaiting_keys.get(self)
+        if held is not None:
+            held.append(cmd)
+        else:
+            self._forward(cmd)
 
-    def _verify(self, request: AuthRequest) -> c.Command:
-        settings = self.context.settings
-        assert settings.jwt_secret is not None
+    def _forward(self, cmd: c.Command | AuthRequest) -> None:
+        if not isinstance(cmd, AuthRequest):
+            self.context.submit(cmd)
+            return
         try:
-            claims = verify_token(request.token, secret=settings.jwt_secret,
-                                  algorithms=settings.jwt_algorithms, leeway_s=settings.jwt_leeway_s,
-                                  require_exp=settings.require_exp, now=request.at)
+            self.context.submit(self._verify(cmd, keys_fetched=False))
+        except KeyUnknown:
+            _awaiting_keys[self] = [cmd]
+            fetch = asyncio.ensure_future(self._verify_after_fetch())
+            _key_fetches.add(fetch)
+            fetch.add_done_callback(_key_fetches.discard)
+
+    async def _verify_after_fetch(self) -> None:
+        """An unknown kid: fetch the JWKS (bounded, at most every 30 s), then verify once more."""
+        jwks = self.context.verifier.jwks
+        assert jwks is not None
+        await jwks.fetch()
+        held = _awaiting_keys.pop(self, None)
+        if held is None:  # the connection closed meanwhile
+            return
+        first = held.pop(0)
+        assert isinstance(first, AuthRequest)
+        self.context.submit(self._verify(first, keys_fetched=True))
+        for cmd in held:
+            if self in _awaiting_keys:
+                _awaiting_keys[self].append(cmd)
+            else:
+                self._forward(cmd)
+
+    def _verify(self, request: AuthRequest, keys_fetched: bool) -> c.Command:
+        verifier = self.context.verifier
+        try:
+            claims = verifier.verify(request.token, now=request.at)
         except TokenError as exc:
             return c.AuthFailed(self.conn_id, exc.code, str(exc), request.at)
-        return c.Authenticate(self.conn_id, claims.user_id, claims.expires_at, request.session_id,
+        except KeyUnknown as exc:
+            if not keys_fetched:
+                raise
+            return c.AuthFailed(self.conn_id, "invalid_token", f"invalid token: {exc}", request.at)
+        return c.Authenticate(self.conn_id, claims.user_id, verifier.deadline(claims), request.session_id,
                               request.last_seq, uuid.uuid4().hex, request.at)
 
     def on_close(self) -> None:
+        _awaiting_keys.pop(self, None)
         if not self.conn_id:
             return
         self.context.registry.remove(self.conn_id)

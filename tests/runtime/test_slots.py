@@ -1,0 +1,100 @@
+"""``runtime/slots.py`` in-process with the real in-process slots: claims answered as commands,
+held slots refreshed, a slot released while its claim was out given back, a failing store
+letting connections in."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tornado_gw.adapters.memory_slots import MemorySlots
+from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
+from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.slots import SlotKeeper
+
+
+class SlowSlots(MemorySlots):
+    """The in-process slots behind a gate: a claim waits until the test opens it."""
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__(ttl_s)
+        self.gate = asyncio.Event()
+
+    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        await self.gate.wait()
+        return await super().claim(user_id, slot_id, limit, now)
+
+
+class BrokenSlots(MemorySlots):
+    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        raise ConnectionError("store unreachable")
+
+
+def _keeper(slots: MemorySlots, ttl_s: float = 30.0) -> tuple[SlotKeeper, list[c.Command]]:
+    answers: list[c.Command] = []
+    return SlotKeeper(slots, answers.append, ttl_s), answers
+
+
+def claims(answers: list[c.Command]) -> list[tuple[str, bool]]:
+    return [(a.conn_id, a.granted) for a in answers if isinstance(a, c.ConnectionClaimed)]
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_claims_are_answered_and_the_cap_holds() -> None:
+    async def scenario() -> None:
+        keeper, answers = _keeper(MemorySlots(30.0))
+        for n in range(3):
+            keeper.perform(fx.ClaimConnection(f"k{n}", "alice", f"s{n}", 2))
+        await _settle()
+        assert claims(answers) == [("k0", True), ("k1", True), ("k2", False)]
+
+    asyncio.run(scenario())
+
+
+def test_held_slots_are_refreshed_until_released() -> None:
+    async def scenario() -> None:
+        slots = MemorySlots(0.3)
+        keeper, _ = _keeper(slots, ttl_s=0.3)
+        keeper.start()
+        try:
+            keeper.perform(fx.ClaimConnection("k1", "alice", "s1", 1))
+            await asyncio.sleep(0.6)  # twice the TTL: alive only because it was refreshed
+            assert not await slots.claim("alice", "s2", 1, now())
+            keeper.perform(fx.ReleaseConnection("alice", "s1"))
+            await _settle()
+            assert await slots.claim("alice", "s2", 1, now())
+        finally:
+            await keeper.stop(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_released_while_its_claim_is_out_is_given_back() -> None:
+    async def scenario() -> None:
+        slots = SlowSlots(30.0)
+        keeper, answers = _keeper(slots)
+        keeper.perform(fx.ClaimConnection("k1", "alice", "s1", 1))
+        await _settle()
+        keeper.perform(fx.ReleaseConnection("alice", "s1"))  # the connection closed first
+        slots.gate.set()
+        await _settle()
+        assert answers == []  # nobody left to answer
+        assert await MemorySlots.claim(slots, "alice", "s2", 1, now())  # no leaked slot
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_store_lets_the_connection_in() -> None:
+    async def scenario() -> None:
+        keeper, answers = _keeper(BrokenSlots(30.0))
+        keeper.perform(fx.ClaimConnection("k1", "alice", "s1", 1))
+        await _settle()
+        assert claims(answers) == [("k1", True)]
+
+    asyncio.run(scenario())
+
+
