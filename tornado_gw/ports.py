@@ -11,8 +11,9 @@ from a clock inside an adapter method, so tests can drive them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from tornado_gw.core.records import LoggedEvent, SessionSnapshot
 
 
 class BrokerSink(Protocol):
@@ -53,15 +54,6 @@ class Broker(Protocol):
         """Stop delivering and release connections."""
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """One numbered event of the durable log, ready to send."""
-
-    seq: int
-    channel: str
-    data: bytes  # the client frame {"type", "payload", "seq"}, encoded
-
-
 class ReplayGap(Exception):
     """The log cannot prove it has every event asked for (trimmed, over the
     limit, or unreachable): the client must be told ``recovered: false``."""
@@ -98,16 +90,6 @@ class Membership(Protocol):
 
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         """The subset of ``conversation_ids`` that ``user_id`` may subscribe to."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    """What a resume needs, kept for ``resume_window_s`` after a disconnect."""
-
-    session_id: str
-    user_id: str
-    conversation_ids: tuple[str, ...]
-    presence_id: str | None = None  # the last connection's presence entry, left on resume
 
 
 class SessionStore(Protocol):

@@ -17,6 +17,7 @@ from dataclasses import fields
 
 from tornado.httpserver import HTTPServer
 
+from tornado_gw import codec
 from tornado_gw.adapters.wiring import Wiring, build_wiring
 from tornado_gw.core.commands import CloseRequested, LogHeadKnown
 from tornado_gw.core.protocol import CloseCode
@@ -27,7 +28,6 @@ from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 from tornado_gw.web.app import make_app
 from tornado_gw.web.http_handlers import HttpContext
 from tornado_gw.web.writer import SocketRegistry

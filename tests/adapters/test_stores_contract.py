@@ -27,7 +27,8 @@ from tornado_gw.adapters.memory import (
 )
 from tornado_gw.adapters.redis_broker import redis_client
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
-from tornado_gw.ports import ReplayGap, SessionSnapshot
+from tornado_gw.core.records import SessionSnapshot
+from tornado_gw.ports import ReplayGap
 from tornado_gw.settings import Settings
 
 Handles = tuple[Any, Any]

@@ -1,4 +1,7 @@
-"""STYLE §1: the core imports the standard library, itself and the ports, nothing else."""
+"""STYLE §1: the core imports the standard library and itself, nothing else.
+
+Not even ``tornado_gw.ports``: the ports depend on the core (its records live in
+``core/records.py``), never the other way round (issue 9 §14)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "tornado_gw" / "core"
-ALLOWED_PACKAGES = ("tornado_gw.core", "tornado_gw.ports")
+ALLOWED_PACKAGES = ("tornado_gw.core",)
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -41,7 +44,7 @@ def test_core_modules_exist() -> None:
 
 
 @pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
-def test_core_imports_only_stdlib_core_and_ports(path: Path) -> None:
+def test_core_imports_only_stdlib_and_core(path: Path) -> None:
     bad = [name for name in imported_modules(path) if forbidden(name)]
     assert not bad, f"{path.name} imports {bad}: the core must stay free of I/O libraries (STYLE §1)"
 
@@ -49,7 +52,8 @@ def test_core_imports_only_stdlib_core_and_ports(path: Path) -> None:
 @pytest.mark.parametrize(("name", "bad"), [
     ("tornado", True), ("tornado_gw.web.app", True), ("tornado_gw.adapters.memory", True), ("ujson", True),
     ("tornado_gw", True), ("tornado_gw.portsx", True), ("tornado_gw.core.ids", False),
-    ("tornado_gw.ports", False), ("json", False),
+    ("tornado_gw.ports", True), ("tornado_gw.ports.LoggedEvent", True), ("tornado_gw.core.records", False),
+    ("json", False),
     ("collections.abc", False), ("__future__", False),
 ])
 def test_core_import_rule_tells_allowed_from_forbidden(name: str, bad: bool) -> None:

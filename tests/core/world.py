@@ -21,9 +21,9 @@ from typing import Any
 from tornado_gw.adapters.memory import MemoryPresence, MemorySessions, MemoryTyping
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core.records import LoggedEvent
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway, Limits
-from tornado_gw.ports import LoggedEvent
 
 T0 = 1_000.0
 GAP_FILL_LIMIT = 100_000  # as runtime/effects.py

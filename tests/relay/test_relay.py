@@ -25,7 +25,7 @@ from tests.relay.helpers import (
     rows,
 )
 from tests.support.redis import WAIT_S, eventually, run, split_host
-from tornado_gw.relay.sql import names
+from tornado_gw.adapters.pg_sql import names
 from tornado_gw.settings import Settings
 
 
@@ -51,6 +51,20 @@ def test_relay_publishes_rows_in_id_order_with_one_increasing_seq(relay_settings
             ("conv:1", {"type": "message.edited", "payload": {"n": 4}, "seq": 5}),
         ]
         assert [(row[0], row[3]) for row in published] == list(zip(ids, [1, 2, 3, 4, 5], strict=True))
+
+    run(scenario())
+
+
+def test_relay_reaches_redis_at_a_bracketed_ipv6_address(relay_settings: Settings) -> None:
+    """The gateway and the relay read ``redis_host`` the same way (issue 9 §10)."""
+    _, port = split_host(relay_settings.redis_host or "")
+    settings = replace(relay_settings, redis_host=f"[::1]:{port}")
+
+    async def scenario() -> None:
+        async with observed_relay(settings) as observer:
+            await append(settings, [("conv:6", "message.new", {"n": 0})])
+            await observer.wait_for(1)
+        assert observer.frames == [("conv:6", {"type": "message.new", "payload": {"n": 0}, "seq": 1})]
 
     run(scenario())
 

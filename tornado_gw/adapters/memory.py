@@ -24,23 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import ujson
-
 from tornado_gw import metrics
-from tornado_gw.ports import (
-    BrokerSink,
-    LoggedEvent,
-    ReplayGap,
-    SessionSnapshot,
-)
-
-
-def encode_frame(event_type: str, payload: Any, seq: int | None = None) -> bytes:
-    """The client frame ``{"type", "payload"[, "seq"]}`` as compact UTF-8 JSON."""
-    frame: dict[str, Any] = {"type": event_type, "payload": payload}
-    if seq is not None:
-        frame["seq"] = seq
-    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
+from tornado_gw.codec import encode_frame
+from tornado_gw.core.records import LoggedEvent, SessionSnapshot
+from tornado_gw.ports import BrokerSink, ReplayGap
 
 
 class MemoryBroker:

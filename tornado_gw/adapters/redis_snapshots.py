@@ -25,7 +25,7 @@ import ujson
 
 from tornado_gw.adapters.redis_broker import redis_client, unavailable
 from tornado_gw.core.ids import presence_key, session_key, typing_key
-from tornado_gw.ports import SessionSnapshot
+from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.settings import Settings
 
 GC_TTL_S = 86400.0

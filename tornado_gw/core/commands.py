@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tornado_gw.core.protocol import CloseCode, ErrorCode
-from tornado_gw.ports import LoggedEvent, SessionSnapshot
+from tornado_gw.core.records import LoggedEvent, SessionSnapshot
 
 ConnId = str
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel, user_channel
+from tornado_gw.core.records import LoggedEvent, SessionSnapshot
 from tornado_gw.core.replay import merge_replay
 from tornado_gw.core.state import Connection, Gateway, Operation
-from tornado_gw.ports import LoggedEvent, SessionSnapshot
 
 Effects = list[fx.Effect]
 

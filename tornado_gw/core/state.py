@@ -28,7 +28,8 @@ class Phase(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The settings the core needs (built from ``Settings`` by the server)."""
+    """The settings the core needs (built from ``Settings`` by the server). The defaults
+    written here are the settings' defaults too (``settings.py`` reads them)."""
 
     auth_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0

@@ -1,7 +1,7 @@
 """The relay's pure decisions: how a batch is numbered, what a frame looks like.
 
 No I/O and no clock here; ``relay/worker.py`` reads rows, asks this module what
-to publish, and writes the answer back (rules in ``relay/sql.py``).
+to publish, and writes the answer back (rules in ``adapters/pg_sql.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ujson
-
+from tornado_gw.codec import encode_frame
 from tornado_gw.core.ids import is_valid_channel
 
 
@@ -36,12 +35,6 @@ class Delivery:
     frame: bytes
 
 
-def build_frame(event_type: str, payload: Any, seq: int) -> bytes:
-    """The client frame of an outbox event (CONTRACT §3): ``{"type", "payload", "seq"}``."""
-    frame = {"type": event_type, "payload": payload, "seq": seq}
-    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
-
-
 def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
     """Deliveries for numbered rows, with the seq they have, in seq order: rows
     just numbered, or rows a dead relay numbered but never marked (a repeat is a
@@ -59,7 +52,7 @@ def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
 
 
 def _delivery(row: OutboxRow, seq: int) -> Delivery:
-    return Delivery(row.row_id, seq, row.channel, build_frame(row.event_type, row.payload, seq))
+    return Delivery(row.row_id, seq, row.channel, encode_frame(row.event_type, row.payload, seq))
 
 
 def publishable(deliveries: Sequence[Delivery]) -> tuple[list[Delivery], list[Delivery]]:
@@ -70,19 +63,3 @@ def publishable(deliveries: Sequence[Delivery]) -> tuple[list[Delivery], list[De
     valid = [delivery for delivery in deliveries if is_valid_channel(delivery.channel)]
     invalid = [delivery for delivery in deliveries if not is_valid_channel(delivery.channel)]
     return valid, invalid
-
-
-def backoff_s(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> float:
-    """Delay before retry number ``attempt`` (1, 2, ...): capped exponential with
-    "equal jitter", so a fleet of relays and gateways does not retry in step.
-
-    Args:
-        jitter: a number in [0, 1) from the caller's random source.
-    """
-    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + ceiling / 2 * jitter
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one log line (libpq messages span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__

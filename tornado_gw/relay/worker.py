@@ -1,6 +1,6 @@
 """``python -m tornado_gw relay``: the outbox relay, Postgres outbox -> Redis Pub/Sub.
 
-Theory of operation (the rules it relies on are in ``relay/sql.py``):
+Theory of operation (the rules it relies on are in ``adapters/pg_sql.py``):
 
 - One session holds the relay's advisory lock; a standby polls for it every
   ``LOCK_RETRY_S`` and takes over as soon as the holder's session ends (process
@@ -39,8 +39,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tornado_gw.relay import sql
-from tornado_gw.relay.plan import Delivery, OutboxRow, backoff_s, in_seq_order, one_line, publishable
+from tornado_gw.adapters import pg_sql as sql
+from tornado_gw.adapters.backoff import backoff_s
+from tornado_gw.adapters.pg_sql import one_line
+from tornado_gw.adapters.redis_broker import redis_options
+from tornado_gw.relay.plan import Delivery, OutboxRow, in_seq_order, publishable
 from tornado_gw.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -281,15 +284,8 @@ async def _connect(settings: Settings) -> psycopg.AsyncConnection:
 
 def _redis_client(settings: Settings) -> redis.asyncio.Redis:
     """No retries inside redis-py: the relay's own backoff decides, and logs."""
-    host, sep, port = (settings.redis_host or "").rpartition(":")
-    if not sep:
-        host, port = port, "6379"
     return redis.asyncio.Redis(
-        host=host,
-        port=int(port),
-        password=settings.redis_password,
-        db=settings.redis_database,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        **{**redis_options(settings), "socket_connect_timeout": CONNECT_TIMEOUT_S},
         socket_timeout=CONNECT_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )

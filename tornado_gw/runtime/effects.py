@@ -18,16 +18,8 @@ from typing import Any, Protocol
 from tornado_gw import metrics
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.ports import (
-    Broker,
-    EventLog,
-    LoggedEvent,
-    Membership,
-    PresenceStore,
-    ReplayGap,
-    SessionStore,
-    TypingStore,
-)
+from tornado_gw.core.records import LoggedEvent
+from tornado_gw.ports import Broker, EventLog, Membership, PresenceStore, ReplayGap, SessionStore, TypingStore
 from tornado_gw.runtime.clock import now
 
 log = logging.getLogger(__name__)

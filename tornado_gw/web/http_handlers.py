@@ -11,11 +11,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado.web import RequestHandler
 
-from tornado_gw import metrics
+from tornado_gw import codec, metrics
 from tornado_gw.core.ids import is_valid_channel
 from tornado_gw.ports import DependencyUnavailable, Publisher
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 
 log = logging.getLogger(__name__)
 MAX_PUBLISH_BYTES = 65536

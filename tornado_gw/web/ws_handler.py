@@ -21,13 +21,12 @@ from urllib.parse import urlparse
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
-from tornado_gw import metrics
+from tornado_gw import codec, metrics
 from tornado_gw.core import commands as c
 from tornado_gw.core.parse import AuthRequest, parse_client_frame
 from tornado_gw.core.protocol import CloseCode, ErrorCode, FrameType
 from tornado_gw.runtime.clock import now
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 from tornado_gw.web.auth import TokenError, verify_token
 from tornado_gw.web.writer import SocketRegistry
 
