@@ -136,6 +136,44 @@ async def test_wrong_field_types_are_invalid_message(gateway: GatewayProcess) ->
     await bystander.still_served()
 
 
+async def test_lone_surrogates_and_non_string_types_are_errors_not_drops(gateway: GatewayProcess) -> None:
+    """Each of these used to drop the connection with a traceback (issue 9 §13)."""
+    bystander = await Bystander.join(gateway)
+    client = await Client.connect(gateway)  # no auth needed to try any of them
+    seen = await _errors_for(client, {
+        "surrogate type": '{"type": "\\ud800"}',
+        "surrogate key": '{"type": "ping", "payload": {"\\udfff": 1}}',
+        "surrogate token": '{"type": "auth", "payload": {"token": "\\ud800"}}',
+        "type a list": '{"type": ["auth"]}',
+        "type an object": '{"type": {"auth": 1}}',
+        "NaN last_seq": '{"type": "subscribe", "payload": {"conversation_ids": ["c1"], "last_seq": NaN}}',
+    })
+    assert seen == {
+        "surrogate type": ("invalid_json", None), "surrogate key": ("invalid_json", None),
+        "surrogate token": ("invalid_json", None), "type a list": ("invalid_message", None),
+        "type an object": ("invalid_message", None), "NaN last_seq": ("invalid_json", None),
+    }
+    await _still_alive(client)
+    await bystander.still_served()
+    assert "Traceback" not in gateway.logs()
+
+
+@pytest.mark.parametrize("body", [
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": NaN}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": [Infinity]}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": -1e999}}',
+    b'{"channel": "conv:calm", "type": "\\ud800", "payload": {}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"\\udc00": "x"}}',
+])
+async def test_publish_refuses_what_browsers_cannot_parse(gateway: GatewayProcess, body: bytes) -> None:
+    """``JSON.parse`` throws on NaN/Infinity: such a body is a 400, and nothing reaches clients."""
+    bystander = await Bystander.join(gateway)
+    status, answer = gateway.http("POST", "/publish", body)
+    assert status == 400 and "invalid JSON" in answer["error"]
+    assert [f for f in await bystander.client.silent(0.2) if f["type"] == "message.new"] == []
+    await bystander.still_served()
+
+
 async def test_unknown_fields_are_ignored(gateway: GatewayProcess) -> None:
     bystander = await Bystander.join(gateway)
     client = await _attacker(gateway)

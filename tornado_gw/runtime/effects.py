@@ -75,10 +75,10 @@ class EffectRunner:
         for effect in effects:
             if isinstance(effect, fx.Deliver):
                 self._transport.send_many(effect.conn_ids, effect.data)
-                metrics.FRAMES_OUT.labels(effect.frame_type).inc(len(effect.conn_ids))
+                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame_type)).inc(len(effect.conn_ids))
             elif isinstance(effect, fx.SendFrame):
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
-                metrics.FRAMES_OUT.labels(effect.frame["type"]).inc()
+                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame["type"])).inc()
             elif isinstance(effect, fx.CloseConnection):
                 self._transport.close(effect.conn_id, int(effect.code), effect.reason)
             elif isinstance(effect, fx.SubscribeChannel):

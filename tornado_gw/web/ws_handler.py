@@ -227,7 +227,7 @@ class GatewaySocket(WebSocketHandler):
             self.context.submit(bad)
             return
         kind = obj.get("type") if isinstance(obj, dict) else None
-        metrics.FRAMES_IN.labels(kind if kind in _CLIENT_TYPES else "invalid").inc()
+        metrics.FRAMES_IN.labels(kind if isinstance(kind, str) and kind in _CLIENT_TYPES else "invalid").inc()
         cmd = parse_client_frame(self.conn_id, obj, at)
         self.context.submit(self._verify(cmd) if isinstance(cmd, AuthRequest) else cmd)
 
