@@ -25,7 +25,7 @@ from tornado_gw import codec, metrics
 from tornado_gw.core import commands as c
 from tornado_gw.core.parse import AuthRequest, parse_client_frame
 from tornado_gw.core.protocol import CloseCode, ErrorCode, FrameType
-from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.clock import now, wall_now
 from tornado_gw.settings import Settings
 from tornado_gw.web.auth import TokenError, verify_token
 from tornado_gw.web.writer import SocketRegistry
@@ -234,13 +234,16 @@ class GatewaySocket(WebSocketHandler):
     def _verify(self, request: AuthRequest) -> c.Command:
         settings = self.context.settings
         assert settings.jwt_secret is not None
+        wall = wall_now()  # ``exp`` is a calendar time: checked against the wall clock
         try:
             claims = verify_token(request.token, secret=settings.jwt_secret,
                                   algorithms=settings.jwt_algorithms, leeway_s=settings.jwt_leeway_s,
-                                  require_exp=settings.require_exp, now=request.at)
+                                  require_exp=settings.require_exp, now=wall)
         except TokenError as exc:
             return c.AuthFailed(self.conn_id, exc.code, str(exc), request.at)
-        return c.Authenticate(self.conn_id, claims.user_id, claims.expires_at, request.session_id,
+        # ... and then kept as a deadline on the gateway's clock, which no NTP step moves.
+        expires_at = None if claims.expires_at is None else request.at + (claims.expires_at - wall)
+        return c.Authenticate(self.conn_id, claims.user_id, expires_at, request.session_id,
                               request.last_seq, uuid.uuid4().hex, request.at)
 
     def on_close(self) -> None:
