@@ -105,6 +105,8 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
             out.append(fx.LeavePresence(cid, conn.user_id, op.previous_presence_id, at))
     out.append(save_session(state, conn))
     if op.last_seq is None:
+        for channel in op.channels:  # a channel subscribed again keeps dropping what was sent before
+            conn.delivered.setdefault(channel, conn.forgotten_seq)
         finish(state, conn, out)
         return
     for channel in op.channels:

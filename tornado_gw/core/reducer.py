@@ -149,9 +149,12 @@ def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effe
         if cid not in conn.conversations:
             continue
         conn.conversations.discard(cid)
-        operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
+        channel = conv_channel(cid)
+        conn.forgotten_seq = max(conn.forgotten_seq, conn.delivered.pop(channel, 0))
+        operations.remove_subscriber(state, channel, conn.conn_id, out)
         out.append(fx.LeavePresence(cid, user_id, conn.presence_id, cmd.at))
         _stop_typing_if_last(state, conn, cid, out)
+        _forget_typing_if_unwatched(state, cid)
     out.append(fx.SendFrame(conn.conn_id, frames.unsubscribed(cmd.conversation_ids)))
     out.append(operations.save_session(state, conn))
 
@@ -218,6 +221,14 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
         out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))
     for cid in sorted(conn.conversations):
         _stop_typing_if_last(state, conn, cid, out)
+        _forget_typing_if_unwatched(state, cid)
+
+
+def _forget_typing_if_unwatched(state: Gateway, cid: str) -> None:
+    """Nobody here watches ``cid`` any more, so no ``typing.stop`` of it will arrive:
+    forget its typists now rather than keep them for ever (state rule 5)."""
+    if conv_channel(cid) not in state.subscribers:
+        state.typing.pop(cid, None)
 
 
 def _stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects) -> None:
