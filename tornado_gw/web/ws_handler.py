@@ -3,6 +3,13 @@
 ``on_message`` stays synchronous and short: a slow ``await`` there would stop
 Tornado reading the socket, pongs included (PITFALLS 7). Token checks are
 pure CPU and happen here at the edge; everything else is the reducer's.
+
+For the idle-memory figure this module leans on Tornado internals, each one
+measured worth keeping and guarded by ``tests/web/test_tornado_internals.py``
+(which names the internal when a Tornado release changes it):
+``_WebSocketParams`` (one shared), ``_receive_frame_loop``/``_read_bytes`` (a
+callback read loop), ``_write_buffer._buffers``/``_write_futures`` (lists), the
+handler's handshake attributes (deleted), ``_handle_message`` (1007).
 """
 
 from __future__ import annotations
