@@ -9,7 +9,9 @@ measured worth keeping and guarded by ``tests/web/test_tornado_internals.py``
 (which names the internal when a Tornado release changes it):
 ``_WebSocketParams`` (one shared), ``_receive_frame_loop``/``_read_bytes`` (a
 callback read loop), ``_write_buffer._buffers``/``_write_futures`` (lists), the
-handler's handshake attributes (deleted), ``_handle_message`` (1007).
+handler's handshake attributes (deleted), ``_handle_message`` (1007). The
+callback read loop also refuses unmasked client frames (RFC 6455 §5.1), which
+Tornado itself would parse.
 """
 
 from __future__ import annotations
@@ -125,6 +127,12 @@ class _Protocol(WebSocketProtocol13):
 
     def _frame_started(self, header: asyncio.Future[bytes]) -> None:
         if header.cancelled() or header.exception() is not None:  # the stream closed
+            self._stream_lost()
+            return
+        if not header.result()[1] & 0x80:
+            # RFC 6455 §5.1: "a server MUST close the connection upon receiving a frame that
+            # is not masked" (and SHOULD say 1002 first, §7.1.7); Tornado would parse it.
+            self.close(1002, "client frames must be masked")
             self._stream_lost()
             return
         _read_headers[self] = header.result()
