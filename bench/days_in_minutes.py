@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import redis
 import websockets
 
 from bench import procstat
-from bench.peers import GW_LIMITS, REPO, free_port, gw_python
+from bench.peers import GW_LIMITS, REPO, free_port, gw_python, wait_listening
 from bench.workload import JWT_SECRET
 
 # Short windows so that a closed connection's traces expire within the run.
@@ -94,19 +93,7 @@ class Gateway:
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([gw_python(), "-m", "tornado_gw"], cwd=REPO, env=env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"gateway exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"gateway not answering after {START_TIMEOUT_S:.0f} s")
+        wait_listening(self.proc, self.port, START_TIMEOUT_S, lambda: f"gateway ({deployment})")
 
     def sample(self) -> Sample:
         keys = None

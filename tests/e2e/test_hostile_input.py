@@ -23,7 +23,7 @@ import ujson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.harness import SECRET, Client, GatewayProcess, T
+from tests.e2e.harness import SECRET, Client, GatewayProcess, T, raw_upgrade
 from tornado_gw.web.auth import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -223,12 +223,7 @@ RFC6455_MUST_FAIL = {  # RFC 6455 §5: a server must fail the connection on each
 async def test_frames_rfc6455_says_a_server_must_refuse_end_only_that_connection(
         gateway: GatewayProcess, name: str) -> None:
     bystander = await Bystander.join(gateway)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    reader, writer = await raw_upgrade(gateway)
     writer.write(RFC6455_MUST_FAIL[name])
     await writer.drain()
     rest = await asyncio.wait_for(reader.read(), T)  # until the server closes the TCP connection
