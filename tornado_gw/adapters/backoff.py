@@ -1,4 +1,4 @@
-"""The one retry delay of every reconnect loop (Redis subscriber, relay)."""
+"""The one retry delay of every reconnect loop (Redis subscriber, relay, the log head at start-up)."""
 
 from __future__ import annotations
 
@@ -10,5 +10,5 @@ def backoff_s(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> fl
     Args:
         jitter: a number in [0, 1) from the caller's random source.
     """
-    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    ceiling = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     return ceiling / 2 + ceiling / 2 * jitter

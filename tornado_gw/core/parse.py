@@ -6,6 +6,7 @@ are ignored; wrong types are ``invalid_message`` (CONTRACT §3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,7 @@ def _ping(conn_id: str, payload: dict[str, Any], at: float) -> c.Ping:
     return c.Ping(conn_id, at)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str, dict[str, Any], float], c.Command | AuthRequest]] = {
     FrameType.AUTH.value: _auth,
     FrameType.SUBSCRIBE.value: _subscribe,
     FrameType.UNSUBSCRIBE.value: _unsubscribe,
