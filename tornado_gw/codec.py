@@ -1,8 +1,8 @@
 """The JSON of the wire, in one place: ujson, strict.
 
 Every frame a client can receive is encoded here (``encode``, ``encode_frame``),
-and every JSON text from outside is decoded here (client frames, ``POST
-/publish`` bodies, broker frames). Strict means what browsers' ``JSON.parse``
+and every JSON text from outside is decoded here (client frames and ``POST
+/publish`` bodies strictly, broker frames as they are). Strict means what browsers' ``JSON.parse``
 and the contract accept (CONTRACT §3, RFC 8259): no ``NaN``/``Infinity``, no
 number that overflows to infinity, no lone surrogate (``"\\ud800"`` cannot
 become UTF-8). ujson accepts all three, so ``decode`` checks its result
@@ -39,15 +39,12 @@ _SUSPECT_BYTES = re.compile(_SUSPECT_TEXT.pattern.encode())
 
 
 def decode(text: str | bytes) -> Any:
-    """The value of a strict JSON text.
+    """The value of a strict JSON text (a client frame, a ``POST /publish`` body).
 
     Raises:
         DecodeError: not JSON, nested too deep, or not strict JSON (see the module docstring).
     """
-    try:
-        value = ujson.loads(text)
-    except (ValueError, RecursionError, OverflowError, TypeError, UnicodeError) as exc:
-        raise DecodeError(str(exc) or type(exc).__name__) from exc
+    value = _loads(text)
     suspect = _SUSPECT_BYTES.search(text) if isinstance(text, bytes) else _SUSPECT_TEXT.search(text)
     if suspect is not None:
         problem = _not_strict(value)
@@ -57,12 +54,25 @@ def decode(text: str | bytes) -> Any:
 
 
 def decode_or_none(data: bytes) -> dict[str, Any] | None:
-    """A broker frame as a dict, or None when it is not a strict JSON object."""
+    """A broker frame as a dict, or None when it is not a JSON object.
+
+    Not checked for strictness: this runs once per broker frame on the fan-out path
+    (the check would cost more than the decoding), and the frames on the broker are
+    strict by construction: the relay and this gateway encode them with ``encode``.
+    A frame another projection worker publishes is forwarded as it is (CONTRACT §3).
+    """
     try:
-        obj = decode(data)
+        obj = _loads(data)
     except DecodeError:
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def _loads(text: str | bytes) -> Any:
+    try:
+        return ujson.loads(text)
+    except (ValueError, RecursionError, OverflowError, TypeError, UnicodeError) as exc:
+        raise DecodeError(str(exc) or type(exc).__name__) from exc
 
 
 def encode(obj: Any) -> bytes:

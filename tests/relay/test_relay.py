@@ -69,6 +69,26 @@ def test_relay_reaches_redis_at_a_bracketed_ipv6_address(relay_settings: Setting
     run(scenario())
 
 
+OVERFLOWING = "1" * 400 + ".5"  # jsonb keeps it; parsed as a float it is infinity
+
+
+def test_relay_holds_back_a_payload_without_strict_json_and_goes_on(relay_settings: Settings) -> None:
+    """Browsers cannot parse ``Infinity``: the row keeps its seq, is marked, never sent (issue 9 §13)."""
+    raw = sql.SQL("INSERT INTO {} (channel, event_type, payload) VALUES ('conv:1', 'message.new', %s::jsonb)")
+
+    async def scenario() -> None:
+        async with observed_relay(relay_settings) as observer:
+            with psycopg.connect(relay_settings.postgres_dsn or "", autocommit=True) as conn:
+                conn.execute(raw.format(outbox(relay_settings)), ('{"n": ' + OVERFLOWING + "}",))
+            await append(relay_settings, [("conv:1", "message.new", {"n": 2})])
+            await observer.wait_for(1)
+            published = await all_published(relay_settings, 2)
+        assert observer.frames == [("conv:1", {"type": "message.new", "payload": {"n": 2}, "seq": 2})]
+        assert [row[3] for row in published] == [1, 2]
+
+    run(scenario())
+
+
 def test_relay_never_skips_a_row_whose_transaction_commits_late(relay_settings: Settings) -> None:
     settings = relay_settings
     dsn = settings.postgres_dsn or ""

@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from tornado_gw.adapters.pg_sql import APPEND, HEAD, MEMBERS, READ_AFTER, Names, names, one_line
-from tornado_gw.codec import encode_frame
+from tornado_gw.codec import EncodeError, encode_frame
 from tornado_gw.core.ids import is_valid_channel
 from tornado_gw.core.records import LoggedEvent
 from tornado_gw.ports import DependencyUnavailable, ReplayGap
@@ -143,8 +143,14 @@ class PgEventLog:
         oldest = rows[0][0] if rows else None
         if oldest is not None and after_seq + 1 < oldest:
             raise ReplayGap(f"events after seq {after_seq} were deleted by retention (oldest kept: {oldest})")
-        events = [LoggedEvent(seq, channel, encode_frame(event_type, payload, seq))
-                  for _, seq, channel, event_type, payload in rows if seq is not None]
+        events = []
+        for _, seq, channel, event_type, payload in rows:
+            if seq is None:
+                continue
+            try:
+                events.append(LoggedEvent(seq, channel, encode_frame(event_type, payload, seq)))
+            except EncodeError:
+                continue  # no strict JSON form: never published either (relay/plan.py publishable)
         if len(events) > limit:
             raise ReplayGap(f"more than {limit} events after seq {after_seq}")
         return events

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tornado_gw.codec import encode_frame
+from tornado_gw.codec import EncodeError, encode_frame
 from tornado_gw.core.ids import is_valid_channel
 
 
@@ -32,7 +32,7 @@ class Delivery:
     row_id: int
     seq: int
     channel: str
-    frame: bytes
+    frame: bytes | None  # None: the payload has no strict JSON form (see ``publishable``)
 
 
 def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
@@ -52,14 +52,26 @@ def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
 
 
 def _delivery(row: OutboxRow, seq: int) -> Delivery:
-    return Delivery(row.row_id, seq, row.channel, encode_frame(row.event_type, row.payload, seq))
+    try:
+        frame: bytes | None = encode_frame(row.event_type, row.payload, seq)
+    except EncodeError:
+        frame = None
+    return Delivery(row.row_id, seq, row.channel, frame)
 
 
-def publishable(deliveries: Sequence[Delivery]) -> tuple[list[Delivery], list[Delivery]]:
-    """Split into (valid channel, invalid channel). A row whose channel is not
-    ``conv:<id>``/``user:<id>`` keeps its seq and is marked published, but is never
-    sent: no outbox row can reach another channel or a pattern (CONTRACT §6), and
-    one bad row must not stall the ones behind it."""
-    valid = [delivery for delivery in deliveries if is_valid_channel(delivery.channel)]
-    invalid = [delivery for delivery in deliveries if not is_valid_channel(delivery.channel)]
-    return valid, invalid
+def publishable(deliveries: Sequence[Delivery]) -> tuple[list[tuple[str, bytes]], list[Delivery]]:
+    """Split into (``(channel, frame)`` to PUBLISH, deliveries held back). A row whose
+    channel is not ``conv:<id>``/``user:<id>``, or whose payload has no strict JSON form
+    (jsonb keeps a number like ``1...1.5`` of 400 digits, a float overflows to infinity,
+    and browsers cannot parse ``Infinity``), keeps its seq and is marked published, but
+    is never sent: no outbox row can reach another channel or a pattern (CONTRACT §6),
+    no client gets invalid JSON, and one bad row must not stall the ones behind it.
+    ``PgEventLog`` skips the same rows on replay."""
+    valid: list[tuple[str, bytes]] = []
+    held: list[Delivery] = []
+    for delivery in deliveries:
+        if delivery.frame is not None and is_valid_channel(delivery.channel):
+            valid.append((delivery.channel, delivery.frame))
+        else:
+            held.append(delivery)
+    return valid, held

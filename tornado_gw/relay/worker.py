@@ -208,10 +208,11 @@ class Relay:
 
     async def _publish(self, batch: list[Delivery], stop: asyncio.Event) -> bool:
         """PUBLISH the batch, retrying until Redis takes it; False when stopped first."""
-        valid, invalid = publishable(batch)
-        for delivery in invalid:
-            log.warning("! outbox row %d has an invalid channel %r: seq %d kept, not published",
-                        delivery.row_id, delivery.channel, delivery.seq)
+        valid, held = publishable(batch)
+        for delivery in held:
+            problem = "an invalid channel" if delivery.frame is not None else "a payload without strict JSON"
+            log.warning("! outbox row %d (channel %r) has %s: seq %d kept, not published",
+                        delivery.row_id, delivery.channel, problem, delivery.seq)
         while True:
             try:
                 await self._send(valid)
@@ -223,13 +224,13 @@ class Relay:
             if await _wait(self._backoff_s(attempt), stop):
                 return False
 
-    async def _send(self, deliveries: list[Delivery]) -> None:
-        if not deliveries:
+    async def _send(self, frames: list[tuple[str, bytes]]) -> None:
+        if not frames:
             return
         prefix = self._settings.prefix
         args: list[str | bytes] = []
-        for delivery in deliveries:
-            args += (prefix + delivery.channel, delivery.frame)
+        for channel, frame in frames:
+            args += (prefix + channel, frame)
         await self._publish_all(args=args)
 
     async def _listen(self) -> None:
