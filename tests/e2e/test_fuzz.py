@@ -2,9 +2,10 @@
 
 The rules are the contract's, checked against a real gateway process:
 
-- every frame is answered: after it, a ``ping`` still gets its ``pong``, and a
+- every frame is answered: after it, a ``ping`` still gets its ``pong``; a
   frame that is not a JSON object with a client ``type`` gets an ``error``
-  first, unless the gateway closed the connection with a documented code that
+  first, and ``auth``, ``subscribe``, ``unsubscribe``, ``presence.query`` get
+  their reply or an ``error``, unless the gateway closed the connection with a documented code that
   this frame explains (1003 binary, 1009 too big, 4001 a failed ``auth``);
 - nothing a client receives is invalid or non-strict JSON (no NaN/Infinity,
   no lone surrogate), and every frame has a server ``type``;
@@ -132,6 +133,16 @@ def _expects_error(message: str | bytes) -> bool:
     return not isinstance(obj, dict) or obj.get("type") not in CLIENT_TYPES
 
 
+def _expects_reply(message: str | bytes) -> bool:
+    """A frame of a client type that always gets a reply or an ``error`` (not ``typing``,
+    answered by nothing when valid, nor ``ping``, whose ``pong`` is counted apart)."""
+    try:
+        obj = json.loads(message)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("type") in ("auth", "subscribe", "unsubscribe", "presence.query")
+
+
 # --- what is received ----------------------------------------------------------------------
 
 def _refuse(constant: str) -> Any:
@@ -213,6 +224,8 @@ async def _conversation(gateway: GatewayProcess, authenticated: bool, messages: 
                 return
             if _expects_error(message):
                 assert "error" in [frame["type"] for frame in answers], (message, answers)
+            elif _expects_reply(message):
+                assert answers, f"no reply to {message!r}"
 
 
 def _run(gateway: GatewayProcess, scenario: Callable[[], Any]) -> None:
