@@ -15,10 +15,10 @@ CORE = Path(__file__).resolve().parents[2] / "tornado_gw" / "core"
 ALLOWED_PACKAGES = ("tornado_gw.core",)
 
 
-def imported_modules(path: Path) -> list[str]:
-    """Absolute names of everything ``path`` imports, ``from`` imports down to the name
-    (``from tornado_gw import ports`` is ``tornado_gw.ports``; relative ones resolved)."""
-    package = "tornado_gw.core"
+def imported_modules(path: Path, package: str = "tornado_gw.core") -> list[str]:
+    """Absolute names of everything ``path`` (a module of ``package``) imports, ``from``
+    imports down to the name (``from tornado_gw import ports`` is ``tornado_gw.ports``;
+    relative ones resolved)."""
     names: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -66,3 +66,22 @@ def test_core_import_rule_resolves_relative_imports(tmp_path: Path) -> None:
                       "from ..ports import Broker\nimport os.path\n")
     assert imported_modules(module) == ["tornado_gw.core.ids", "tornado_gw.web", "tornado_gw.ports",
                                         "tornado_gw.ports.Broker", "os.path"]
+
+
+PACKAGE = CORE.parent
+
+
+@pytest.mark.parametrize(("layer", "never"), [
+    ("adapters", ("tornado_gw.relay", "tornado_gw.web", "tornado_gw.runtime")),
+    ("ports.py", ("tornado_gw.adapters", "tornado_gw.relay", "tornado_gw.web", "tornado_gw.runtime")),
+    ("runtime", ("tornado_gw.adapters", "tornado_gw.relay", "tornado_gw.web")),
+])
+def test_outer_layers_point_inwards(layer: str, never: tuple[str, ...]) -> None:
+    """STYLE §1 / issue 9 §14: e.g. the gateway's Postgres adapter used to import the relay."""
+    root = PACKAGE / layer
+    composition = {"wiring.py"}  # adapters/wiring.py wires everything (docs/architecture.md)
+    paths = sorted(p for p in root.glob("*.py") if p.name not in composition) if root.is_dir() else [root]
+    package = f"tornado_gw.{layer}" if root.is_dir() else "tornado_gw"
+    bad = {path.name: names for path in paths
+           if (names := [n for n in imported_modules(path, package) if n.startswith(never)])}
+    assert not bad, f"{layer} imports {bad}"
