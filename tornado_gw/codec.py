@@ -31,6 +31,7 @@ class EncodeError(ValueError):
     """The value has no strict JSON form (a non-finite float, a lone surrogate)."""
 
 
+_UJSON_ERRORS = (ValueError, RecursionError, OverflowError, TypeError, UnicodeError)
 # Text that may decode to a non-finite float (a NaN/Infinity literal, a large exponent,
 # a very long number) or to a lone surrogate (a \uD800-\uDFFF escape). Anything else
 # decodes to strict values only, and is not walked.
@@ -62,8 +63,8 @@ def decode_or_none(data: bytes) -> dict[str, Any] | None:
     A frame another projection worker publishes is forwarded as it is (CONTRACT §3).
     """
     try:
-        obj = _loads(data)
-    except DecodeError:
+        obj = ujson.loads(data)
+    except _UJSON_ERRORS:
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -71,7 +72,7 @@ def decode_or_none(data: bytes) -> dict[str, Any] | None:
 def _loads(text: str | bytes) -> Any:
     try:
         return ujson.loads(text)
-    except (ValueError, RecursionError, OverflowError, TypeError, UnicodeError) as exc:
+    except _UJSON_ERRORS as exc:
         raise DecodeError(str(exc) or type(exc).__name__) from exc
 
 
