@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,27 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: float,
+                   describe: Callable[[], str]) -> None:
+    """Poll until any HTTP answer comes back from ``port``; fail fast if ``proc`` dies.
+
+    Raises:
+        RuntimeError: the process exited; TimeoutError: no answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{describe()} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered: listening
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{describe()} not listening after {timeout_s:.0f} s")
+
+
 class RunningPeer:
     """A started server process; ``stop()`` always ends it."""
 
@@ -133,19 +155,7 @@ class RunningPeer:
         return f"ws://127.0.0.1:{self.port}{self.peer.ws_path}"
 
     def _wait_listening(self, timeout_s: float) -> None:
-        """Poll until any HTTP answer comes back; fail fast if the process dies."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.peer.name} exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).close()
-                return
-            except urllib.error.HTTPError:
-                return  # it answered: listening
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"{self.peer.name} not listening after {timeout_s:.0f} s: {self.log_tail()}")
+        wait_listening(self.proc, self.port, timeout_s, lambda: f"{self.peer.name} ({self.log_tail()})")
 
     def log_tail(self, limit: int = 300) -> str:
         """The last lines of the server's output (a traceback's last line names the error)."""

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions
-from tornado_gw.ports import SessionSnapshot
+from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.settings import Settings
 
 RUNS = 5

@@ -14,8 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tornado_gw.core.parse import MAX_TOKEN_CHARS
 from tornado_gw.settings import DEVELOPMENT_JWT_SECRET
-from tornado_gw.web.auth import MAX_TOKEN_CHARS, Claims, TokenError, mint_token, verify_token
+from tornado_gw.web.auth import Claims, TokenError, mint_token, verify_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef0123456789"
 NOW = 1_700_000_000.0

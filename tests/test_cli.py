@@ -22,7 +22,7 @@ from tornado_gw.logs import configure_logging
 from tornado_gw.settings import DEVELOPMENT_JWT_SECRET, Settings
 from tornado_gw.web.auth import verify_token
 
-PYTHON = sys.executable
+PYTHON = sys.executable  # the interpreter running the tests, so the code under test is this checkout
 TIMEOUT_S = 30.0 * float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 _OUR_VARIABLES = ("REDIS_", "POSTGRES_DSN", "JWT_SECRET", "LOGGER_", "MODE", "PUBLISH_API_KEY", "WSGATEWAY_")
 
@@ -139,6 +139,15 @@ def test_bad_command_line_exits_2_with_one_line(tmp_path: Path, args: tuple[str,
     run = _run(tmp_path, *args)
     assert run.code == 2
     assert len(run.stderr_lines) == 1 and named in run.stderr_lines[0]
+
+
+@pytest.mark.parametrize("command", ["serve", "relay", "migrate"])
+def test_a_table_name_postgres_cannot_index_exits_2_with_one_line(tmp_path: Path, command: str) -> None:
+    """Settings allowed 63 characters, the SQL module 48: serve died with a traceback (issue 9 §10)."""
+    run = _run(tmp_path, command, f"--outbox_table={'o' * 48}", JWT_SECRET="s" * 40,
+               POSTGRES_DSN="postgresql://root@127.0.0.1:1/none", REDIS_HOST="127.0.0.1:1")
+    assert run.code == 2 and len(run.stderr_lines) == 1, run.stderr_lines
+    assert "outbox_table" in run.stderr_lines[0] and "at most 47" in run.stderr_lines[0]
 
 
 def test_environment_value_error_names_the_variable(tmp_path: Path) -> None:

@@ -147,6 +147,7 @@ def test_lists_from_yaml(tmp_path: Path) -> None:
         ("mode", "prod"), ("logger_encoding", "xml"), ("logger_level", "loud"),
         ("jwt_algorithms", "RS256"), ("jwt_algorithms", "none"), ("jwt_algorithms", ""),
         ("outbox_table", "1outbox"), ("outbox_table", "outbox;drop"), ("members_table", "a-b"),
+        ("outbox_table", "o" * 48), ("members_table", "m" * 50),  # derived index names must fit in 63
         ("redis_host", "localhost"), ("redis_host", "localhost:0"), ("redis_host", "localhost:70000"),
         ("authorization", "everyone"), ("allowed_origins", "example.com"),
     ],
@@ -251,3 +252,16 @@ def test_settings_are_frozen_with_keyword_overrides() -> None:
     assert (settings.idle_timeout_s, settings.prefix, settings.port) == (2.0, "t1:", 8081)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("value", "address"), [
+    ("localhost:6379", ("localhost", 6379)), ("10.0.0.7:7000", ("10.0.0.7", 7000)),
+    ("[::1]:6379", ("::1", 6379)), ("[fe80::1:2]:6380", ("fe80::1:2", 6380)),
+])
+def test_redis_address_is_parsed_once_for_every_client(empty_cwd: Path, value: str,
+                                                       address: tuple[str, int]) -> None:
+    assert load_settings({"redis_host": value}, {}, None).redis_address == address
+
+
+def test_longest_table_name_is_accepted(empty_cwd: Path) -> None:
+    assert load_settings({"outbox_table": "o" * 47}, {}, None).outbox_table == "o" * 47

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tornado_gw.core.protocol import FrameType
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+OTHER = "other"
+# Outbox event types are the application's (any string): as label values they would
+# make one time series per type ever published. The contract's own types, and the
+# application's best-known one, are labelled by name; the rest are "other".
+_KNOWN_FRAME_TYPES = frozenset(t.value for t in FrameType) | {"presence.diff", "membership.removed"}
 
 CONNECTIONS = Gauge("gateway_connections", "Open WebSocket connections", registry=REGISTRY)
 FRAMES_IN = Counter("gateway_frames_in_total", "Frames received from clients", ["type"], registry=REGISTRY)
@@ -26,3 +33,8 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+
+
+def frame_type_label(kind: str) -> str:
+    """The ``type`` label of an outgoing frame: a bounded set of names, else ``other``."""
+    return kind if kind in _KNOWN_FRAME_TYPES else OTHER

@@ -15,8 +15,7 @@ import sys
 import psycopg
 from psycopg import sql
 
-from tornado_gw.relay.plan import one_line
-from tornado_gw.relay.sql import names
+from tornado_gw.adapters.pg_sql import names, one_line
 from tornado_gw.settings import Settings
 
 # Any fixed key: it only has to be the same for every migrate run.

@@ -11,8 +11,9 @@ from a clock inside an adapter method, so tests can drive them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from tornado_gw.core.records import LoggedEvent, PresencePage, SessionSnapshot
 
 
 class BrokerSink(Protocol):
@@ -51,15 +52,6 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release connections."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """One numbered event of the durable log, ready to send."""
-
-    seq: int
-    channel: str
-    data: bytes  # the client frame {"type", "payload", "seq"}, encoded
 
 
 class ReplayGap(Exception):
@@ -105,16 +97,6 @@ class Membership(Protocol):
         answer a later ``allowed`` (not even one cached by a lookup under way)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    """What a resume needs, kept for ``resume_window_s`` after a disconnect."""
-
-    session_id: str
-    user_id: str
-    conversation_ids: tuple[str, ...]
-    presence_id: str | None = None  # the last connection's presence entry, left on resume
-
-
 class SessionStore(Protocol):
     async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
         """Store or replace the snapshots (in one round trip); each disappears after ``ttl_s``."""
@@ -123,15 +105,6 @@ class SessionStore(Protocol):
         """The snapshot if it exists and has not expired."""
 
     async def delete(self, session_id: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PresencePage:
-    """Online users of one conversation after some id, in code-point order, with the
-    count of all online users."""
-
-    user_ids: tuple[str, ...]
-    count: int
 
 
 Announce = Callable[[str, bytes], None]

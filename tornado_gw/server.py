@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 from dataclasses import fields
 
 from tornado.httpserver import HTTPServer
 
+from tornado_gw import codec
+from tornado_gw.adapters.backoff import backoff_s
 from tornado_gw.adapters.wiring import Wiring, build_wiring
 from tornado_gw.core.commands import CloseRequested, LogHeadKnown
 from tornado_gw.core.protocol import CloseCode
@@ -28,7 +31,6 @@ from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.runtime.slots import SlotKeeper
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 from tornado_gw.web.app import make_app
 from tornado_gw.web.auth import TokenVerifier
 from tornado_gw.web.http_handlers import HttpContext
@@ -88,14 +90,15 @@ class GatewayServer:
     async def _learn_log_head(self) -> None:
         """The gap baseline of an instance that has delivered nothing yet; retried until
         the log answers, so a Redis outage right after start-up is filled too."""
-        delay_s = 0.5
+        attempt = 0
         while True:
             try:
                 seq = await asyncio.wait_for(self.wiring.adapters.log.head_seq(), LOG_HEAD_TIMEOUT_S)
             except (DependencyUnavailable, asyncio.TimeoutError) as exc:
+                attempt += 1
+                delay_s = backoff_s(attempt, base_s=0.5, cap_s=10.0, jitter=random.random())
                 log.warning("! event log head unknown, retrying in %.1f s: %s", delay_s, exc)
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 10.0)
                 continue
             self.dispatcher.submit(LogHeadKnown(seq, now()))
             return

@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from tornado_gw.core.state import Limits
+
 DEVELOPMENT_JWT_SECRET = "tornado-gw-development-secret"
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
@@ -51,26 +53,29 @@ class SettingsError(Exception):
         self.setting = setting
 
 
+_CORE = Limits()  # the core's limits keep their defaults in one place: core/state.py
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     port: int = 8081
     workers: int = 1
     prefix: str = "ws:"
-    auth_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
-    typing_ttl_s: float = 10.0
-    presence_ttl_s: float = 90.0
-    presence_grace_s: float = 15.0
-    resume_window_s: float = 120.0
+    auth_timeout_s: float = _CORE.auth_timeout_s
+    idle_timeout_s: float = _CORE.idle_timeout_s
+    typing_ttl_s: float = _CORE.typing_ttl_s
+    presence_ttl_s: float = _CORE.presence_ttl_s
+    presence_grace_s: float = _CORE.presence_grace_s
+    resume_window_s: float = _CORE.resume_window_s
     max_frame_bytes: int = 8192
-    max_subscriptions: int = 500
-    rate_limit_per_s: float = 50.0
-    rate_limit_burst: int = 100
+    max_subscriptions: int = _CORE.max_subscriptions
+    rate_limit_per_s: float = _CORE.rate_limit_per_s
+    rate_limit_burst: int = _CORE.rate_limit_burst
     outbound_buffer_bytes: int = 1048576
-    replay_max_events: int = 1000
-    presence_batch_ms: float = 250.0
-    presence_list_max: int = 200
-    presence_count_interval_s: float = 10.0
+    replay_max_events: int = _CORE.replay_max_events
+    presence_batch_ms: float = _CORE.presence_batch_ms
+    presence_list_max: int = _CORE.presence_list_max
+    presence_count_interval_s: float = _CORE.presence_count_interval_s
     shutdown_timeout_s: float = 10.0
     jwt_algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
     jwt_leeway_s: float = 10.0
@@ -79,7 +84,7 @@ class Settings:
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    max_connections_per_user: int = 100
+    max_connections_per_user: int = _CORE.max_connections_per_user
     authorization: str = "none"  # resolved: "members" when postgres_dsn is set and not given
     outbox_table: str = "outbox"
     members_table: str = "conversation_members"
@@ -101,6 +106,18 @@ class Settings:
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 1.0
     outbox_retention_s: float = 86400.0
+
+    @property
+    def redis_address(self) -> tuple[str, int]:
+        """``(host, port)`` of ``redis_host``; an IPv6 host loses its brackets (``[::1]:6379``).
+
+        Raises:
+            ValueError: ``redis_host`` is not set.
+        """
+        if not self.redis_host:
+            raise ValueError("redis_host is not set")
+        host, _, port = self.redis_host.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
 
     @property
     def uses_development_secret(self) -> bool:
@@ -199,6 +216,10 @@ def _optional_text(raw: object) -> str | None:
     return raw
 
 
+# Postgres names are at most 63 bytes, and the longest name derived from a table name
+# ("<outbox>_unpublished_idx", adapters/pg_sql.py) adds 16 characters.
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,46}")
+TABLE_NAME_EXPECTED = "an SQL identifier of letters, digits and _ (not starting with a digit, at most 47)"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
@@ -273,8 +294,6 @@ def _origins(raw: object) -> tuple[str, ...]:
     return values
 
 
-_TABLE = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
-_TABLE_EXPECTED = "an SQL identifier of letters, digits and _ (not starting with a digit, at most 63)"
 _SECONDS = _number()
 
 _PARSERS: dict[str, Parser] = {
@@ -306,8 +325,8 @@ _PARSERS: dict[str, Parser] = {
     "jwt_issuer": _optional_text,
     "max_connections_per_user": _integer(0),
     "authorization": _choice("members", "none"),
-    "outbox_table": _matching(_TABLE, _TABLE_EXPECTED),
-    "members_table": _matching(_TABLE, _TABLE_EXPECTED),
+    "outbox_table": _matching(TABLE_NAME.pattern, TABLE_NAME_EXPECTED),
+    "members_table": _matching(TABLE_NAME.pattern, TABLE_NAME_EXPECTED),
     "allowed_origins": _origins,
     "redis_host": _redis_host,
     "redis_password": _optional_text,

@@ -15,8 +15,8 @@ from tests.core.world import World, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core.ids import conv_channel
+from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.core.state import Limits
-from tornado_gw.ports import SessionSnapshot
 
 E = TypeVar("E")
 Frame = dict[str, Any]

@@ -20,7 +20,7 @@ from tests.core.world import World, _now, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
-from tornado_gw.ports import LoggedEvent
+from tornado_gw.core.records import LoggedEvent
 
 REMOVED = "membership.removed"
 

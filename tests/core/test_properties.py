@@ -368,6 +368,18 @@ class GatewayMachine(RuleBasedStateMachine):
             assert self.w.typists(cid) <= subscribed, (cid, self.w.typists(cid), subscribed)
 
     @invariant()
+    def nothing_is_kept_for_channels_nobody_here_watches(self) -> None:
+        """State rules 3 and 5 (issue 9 §7): per-channel memory is bounded by the live channels."""
+        state = self.w.state
+        for conn in state.connections.values():
+            channels = {conv_channel(cid) for cid in conn.conversations}
+            channels |= conn.op.channels if conn.op else set()
+            if conn.user_id is not None:
+                channels.add(user_channel(conn.user_id))
+            assert set(conn.delivered) <= channels, (conn.conn_id, conn.delivered, channels)
+        assert {conv_channel(cid) for cid in state.typing} <= set(state.subscribers), state.typing
+
+    @invariant()
     def no_gaps_once_everything_has_settled(self) -> None:
         """CONTRACT §4, §6: every event after the reply arrives, also across a broker outage."""
         w = self.w

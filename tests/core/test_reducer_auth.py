@@ -18,9 +18,9 @@ from tests.core.support import (
 )
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway, Phase
-from tornado_gw.ports import SessionSnapshot
 
 AT = 10.0
 

@@ -233,3 +233,25 @@ def test_typing_stop_from_the_broker_clears_the_local_view() -> None:
     w.submit(broker("conv:c1", "typing.stop", {"conversation_id": "c1", "user_id": "y"}))
     assert w.state.typing == {}
     assert kinds(take(w, "a")) == ["typing.start"] * 2 + ["typing.stop"] * 2
+
+
+def test_typists_of_a_conversation_nobody_here_watches_are_forgotten() -> None:
+    """No ``typing.stop`` can arrive once the channel is unsubscribed (issue 9 §7)."""
+    w = room("a", "b")
+    w.submit(broker("conv:c1", "typing.start", {"conversation_id": "c1", "user_id": "remote"}))
+    unsubscribe(w, "a", "c1")
+    assert w.state.typing == {"c1": {"remote"}}  # b still watches
+    disconnect(w, "b")
+    assert w.state.typing == {}
+
+
+def test_a_connection_keeps_delivered_seqs_of_its_current_channels_only() -> None:
+    w = room("a")
+    for n, cid in enumerate(["c2", "c3", "c4"], 1):
+        subscribe(w, "a", cid)
+        w.submit(message(cid, "x", seq=n))
+        unsubscribe(w, "a", cid)
+    assert set(w.state.connections["a"].delivered) <= {"conv:c1", "user:a"}
+    subscribe(w, "a", "c5")
+    assert of(w.submit(message("c5", "x", seq=3)), fx.Deliver) == []  # published before: dropped
+    assert of(w.submit(message("c5", "x", seq=4)), fx.Deliver) != []

@@ -24,8 +24,8 @@ from tests.core.support import (
 )
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core.records import PresencePage
 from tornado_gw.core.state import Phase
-from tornado_gw.ports import PresencePage
 
 
 def test_subscribe_replies_only_after_the_channel_is_live() -> None:

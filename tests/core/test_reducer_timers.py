@@ -25,7 +25,7 @@ from tests.core.world import World
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core.protocol import CloseCode
-from tornado_gw.ports import SessionSnapshot
+from tornado_gw.core.records import SessionSnapshot
 
 
 def test_tick_closes_4002_without_auth_in_time() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tests.core.support import connect, disconnect, kinds, login, seqs, subscribe, take, world
 from tests.core.world import World
 from tornado_gw.core import commands as c
+from tornado_gw.core.records import LoggedEvent
 from tornado_gw.core.replay import merge_replay
-from tornado_gw.ports import LoggedEvent
 
 
 def logged(seq: int, channel: str = "conv:a") -> LoggedEvent:

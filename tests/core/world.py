@@ -26,9 +26,9 @@ from tornado_gw.adapters.memory import MemoryPresence, MemorySessions, MemoryTyp
 from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core.records import LoggedEvent
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway, Limits
-from tornado_gw.ports import LoggedEvent
 from tornado_gw.runtime import presence_writes, reads
 
 T0 = 1_000.0

@@ -7,6 +7,7 @@ machines); nothing sleeps blindly.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import signal
@@ -255,6 +256,17 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def raw_upgrade(gateway: GatewayProcess) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection that completed the WebSocket handshake, for hand-made frames."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)).startswith(b"HTTP/1.1 101")
+    return reader, writer
 
 
 async def joined(gateway: GatewayProcess, user_id: str, *conversations: str) -> Client:

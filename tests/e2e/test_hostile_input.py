@@ -6,9 +6,12 @@ after the attack, that it still receives what is published to it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import os
+import struct
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +23,7 @@ import ujson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.harness import SECRET, Client, GatewayProcess
+from tests.e2e.harness import SECRET, Client, GatewayProcess, T, raw_upgrade
 from tornado_gw.web.auth import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +139,44 @@ async def test_wrong_field_types_are_invalid_message(gateway: GatewayProcess) ->
     await bystander.still_served()
 
 
+async def test_lone_surrogates_and_non_string_types_are_errors_not_drops(gateway: GatewayProcess) -> None:
+    """Each of these used to drop the connection with a traceback (issue 9 §13)."""
+    bystander = await Bystander.join(gateway)
+    client = await Client.connect(gateway)  # no auth needed to try any of them
+    seen = await _errors_for(client, {
+        "surrogate type": '{"type": "\\ud800"}',
+        "surrogate key": '{"type": "ping", "payload": {"\\udfff": 1}}',
+        "surrogate token": '{"type": "auth", "payload": {"token": "\\ud800"}}',
+        "type a list": '{"type": ["auth"]}',
+        "type an object": '{"type": {"auth": 1}}',
+        "NaN last_seq": '{"type": "subscribe", "payload": {"conversation_ids": ["c1"], "last_seq": NaN}}',
+    })
+    assert seen == {
+        "surrogate type": ("invalid_json", None), "surrogate key": ("invalid_json", None),
+        "surrogate token": ("invalid_json", None), "type a list": ("invalid_message", None),
+        "type an object": ("invalid_message", None), "NaN last_seq": ("invalid_json", None),
+    }
+    await _still_alive(client)
+    await bystander.still_served()
+    assert "Traceback" not in gateway.logs()
+
+
+@pytest.mark.parametrize("body", [
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": NaN}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": [Infinity]}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"n": -1e999}}',
+    b'{"channel": "conv:calm", "type": "\\ud800", "payload": {}}',
+    b'{"channel": "conv:calm", "type": "message.new", "payload": {"\\udc00": "x"}}',
+])
+async def test_publish_refuses_what_browsers_cannot_parse(gateway: GatewayProcess, body: bytes) -> None:
+    """``JSON.parse`` throws on NaN/Infinity: such a body is a 400, and nothing reaches clients."""
+    bystander = await Bystander.join(gateway)
+    status, answer = gateway.http("POST", "/publish", body)
+    assert status == 400 and "invalid JSON" in answer["error"]
+    assert [f for f in await bystander.client.silent(0.2) if f["type"] == "message.new"] == []
+    await bystander.still_served()
+
+
 async def test_unknown_fields_are_ignored(gateway: GatewayProcess) -> None:
     bystander = await Bystander.join(gateway)
     client = await _attacker(gateway)
@@ -155,6 +196,43 @@ async def test_invalid_utf8_in_a_text_frame_closes_1007(gateway: GatewayProcess)
     await client.ws.send(b'{"type": "ping", "x": "\xff\xfe"}', text=True)
     assert (await client.closed())[0] == 1007
     await bystander.still_served()
+
+
+def _frame(first_byte: int, payload: bytes, masked: bool = True, length: bytes | None = None) -> bytes:
+    """A raw client frame; ``length`` overrides the encoded payload length."""
+    mask = os.urandom(4) if masked else b""
+    if length is None:
+        length = bytes([len(payload)]) if len(payload) < 126 else b"\x7e" + struct.pack("!H", len(payload))
+    length = bytes([length[0] | (0x80 if masked else 0)]) + length[1:]
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if masked else payload
+    return bytes([first_byte]) + length + mask + body
+
+
+RFC6455_MUST_FAIL = {  # RFC 6455 §5: a server must fail the connection on each of these
+    "unmasked frame (5.1)": _frame(0x81, b'{"type":"ping"}', masked=False),
+    "reserved bit set (5.2)": _frame(0x81 | 0x40, b'{"type":"ping"}'),
+    "unknown opcode 0x3 (5.2)": _frame(0x83, b"x"),
+    "control frame over 125 bytes (5.5)": _frame(0x89, b"p" * 126),
+    "fragmented control frame (5.5)": _frame(0x09, b"p"),
+    "continuation without a start (5.4)": _frame(0x80, b'{"type":"ping"}'),
+    "64-bit length with the top bit set (5.2)": _frame(0x81, b"", length=b"\x7f" + b"\x80" + b"\x00" * 7),
+}
+
+
+@pytest.mark.parametrize("name", list(RFC6455_MUST_FAIL))
+async def test_frames_rfc6455_says_a_server_must_refuse_end_only_that_connection(
+        gateway: GatewayProcess, name: str) -> None:
+    bystander = await Bystander.join(gateway)
+    reader, writer = await raw_upgrade(gateway)
+    writer.write(RFC6455_MUST_FAIL[name])
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), T)  # until the server closes the TCP connection
+    assert b"pong" not in rest
+    if rest:  # a close frame (opcode 0x8) may come first; nothing else may
+        assert rest[0] == 0x88, rest
+    writer.close()
+    await bystander.still_served()
+    assert "Traceback" not in gateway.logs()
 
 
 def _b64(data: bytes) -> str:

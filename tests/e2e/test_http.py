@@ -70,6 +70,24 @@ async def test_metrics_count_connections_frames_by_type_and_close_codes(gateway:
     await alice.close()
 
 
+async def test_metrics_label_application_event_types_from_a_fixed_set(gateway: GatewayProcess) -> None:
+    """One time series per event type ever published would grow for ever (issue 9 §7)."""
+    alice = await Client.connect(gateway)
+    await alice.auth("alice")
+    await alice.subscribe("c1")
+    for n in range(3):
+        kind = f"app.event.{n}"
+        assert gateway.http("POST", "/publish", {**EVENT, "type": kind})[0] == 202
+        await alice.expect(kind)
+    assert gateway.http("POST", "/publish", EVENT)[0] == 202
+    await alice.expect("message.new")
+    assert gateway.metric("gateway_frames_out_total", type="other") == 3
+    assert gateway.metric("gateway_frames_out_total", type="message.new") == 1
+    _, text = gateway.http("GET", "/metrics")
+    assert "app.event" not in str(text)
+    await alice.close()
+
+
 async def test_publish_answers_202_with_increasing_seq_and_delivers(gateway: GatewayProcess) -> None:
     alice = await Client.connect(gateway)
     await alice.auth("alice")

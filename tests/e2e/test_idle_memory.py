@@ -8,14 +8,13 @@ arrive in pieces still parse, pings, closes and many frames in a row still work.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import struct
 
 import pytest
 import ujson
 
-from tests.e2e.harness import Client, GatewayProcess, async_wait_until, token
+from tests.e2e.harness import Client, GatewayProcess, async_wait_until, raw_upgrade, token
 
 pytestmark = pytest.mark.e2e
 
@@ -41,12 +40,7 @@ async def test_the_upgrade_is_logged_and_the_connection_closes_with_the_clients_
 
 
 async def test_a_frame_sent_in_pieces_is_parsed(gateway: GatewayProcess) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    reader, writer = await raw_upgrade(gateway)
     frame = _masked_text(ujson.dumps({"type": "auth", "payload": {"token": token("alice")}}))
     for piece in (frame[:1], frame[1:3], frame[3:9], frame[9:40], frame[40:]):
         writer.write(piece)

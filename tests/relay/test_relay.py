@@ -25,7 +25,7 @@ from tests.relay.helpers import (
     rows,
 )
 from tests.support.redis import WAIT_S, eventually, run, split_host
-from tornado_gw.relay.sql import names
+from tornado_gw.adapters.pg_sql import names
 from tornado_gw.settings import Settings
 
 
@@ -51,6 +51,40 @@ def test_relay_publishes_rows_in_id_order_with_one_increasing_seq(relay_settings
             ("conv:1", {"type": "message.edited", "payload": {"n": 4}, "seq": 5}),
         ]
         assert [(row[0], row[3]) for row in published] == list(zip(ids, [1, 2, 3, 4, 5], strict=True))
+
+    run(scenario())
+
+
+def test_relay_reaches_redis_at_a_bracketed_ipv6_address(relay_settings: Settings) -> None:
+    """The gateway and the relay read ``redis_host`` the same way (issue 9 §10)."""
+    _, port = split_host(relay_settings.redis_host or "")
+    settings = replace(relay_settings, redis_host=f"[::1]:{port}")
+
+    async def scenario() -> None:
+        async with observed_relay(settings) as observer:
+            await append(settings, [("conv:6", "message.new", {"n": 0})])
+            await observer.wait_for(1)
+        assert observer.frames == [("conv:6", {"type": "message.new", "payload": {"n": 0}, "seq": 1})]
+
+    run(scenario())
+
+
+OVERFLOWING = "1" * 400 + ".5"  # jsonb keeps it; parsed as a float it is infinity
+
+
+def test_relay_holds_back_a_payload_without_strict_json_and_goes_on(relay_settings: Settings) -> None:
+    """Browsers cannot parse ``Infinity``: the row keeps its seq, is marked, never sent (issue 9 §13)."""
+    raw = sql.SQL("INSERT INTO {} (channel, event_type, payload) VALUES ('conv:1', 'message.new', %s::jsonb)")
+
+    async def scenario() -> None:
+        async with observed_relay(relay_settings) as observer:
+            with psycopg.connect(relay_settings.postgres_dsn or "", autocommit=True) as conn:
+                conn.execute(raw.format(outbox(relay_settings)), ('{"n": ' + OVERFLOWING + "}",))
+            await append(relay_settings, [("conv:1", "message.new", {"n": 2})])
+            await observer.wait_for(1)
+            published = await all_published(relay_settings, 2)
+        assert observer.frames == [("conv:1", {"type": "message.new", "payload": {"n": 2}, "seq": 2})]
+        assert [row[3] for row in published] == [1, 2]
 
     run(scenario())
 

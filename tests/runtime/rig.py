@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from tornado_gw import codec
 from tornado_gw.adapters import memory
 from tornado_gw.core import commands as c
 from tornado_gw.core.state import Gateway, Limits
@@ -23,7 +24,6 @@ from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import Adapters, EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
-from tornado_gw.web import codec
 
 Frame = dict[str, Any]
 _ids = itertools.count(1)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from tests.runtime.rig import Fail, Runtime
-from tornado_gw.ports import LoggedEvent
+from tornado_gw.core.records import LoggedEvent
 from tornado_gw.runtime import gap_fill
 
 PAGE = 50

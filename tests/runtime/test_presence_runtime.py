@@ -11,6 +11,7 @@ from typing import Any
 import ujson
 
 from tests.support.redis import eventually, repeat_until, run
+from tornado_gw import codec
 from tornado_gw.adapters.memory import AllowAllMembership
 from tornado_gw.adapters.redis_broker import RedisBroker
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
@@ -22,7 +23,6 @@ from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import Adapters, EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 
 
 class Sockets:

@@ -11,8 +11,8 @@ from tests.runtime.rig import Fail, Hang, Runtime
 from tornado_gw.adapters.memory import MemorySessions
 from tornado_gw.core import commands as c
 from tornado_gw.core import operations
+from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.core.state import Limits
-from tornado_gw.ports import SessionSnapshot
 from tornado_gw.runtime import effects
 from tornado_gw.runtime.clock import now
 

@@ -80,7 +80,7 @@ class RecordingSink:
 
 def split_host(host: str) -> tuple[str, int]:
     name, _, port = host.rpartition(":")
-    return name, int(port)
+    return name.removeprefix("[").removesuffix("]"), int(port)
 
 
 @pytest.fixture(scope="session")

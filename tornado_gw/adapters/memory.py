@@ -25,27 +25,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import ujson
-
 from tornado_gw import metrics
+from tornado_gw.codec import encode_frame
 from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel
-from tornado_gw.ports import (
-    Announce,
-    BrokerSink,
-    LoggedEvent,
-    PresencePage,
-    ReplayGap,
-    SessionSnapshot,
-)
-
-
-def encode_frame(event_type: str, payload: Any, seq: int | None = None) -> bytes:
-    """The client frame ``{"type", "payload"[, "seq"]}`` as compact UTF-8 JSON."""
-    frame: dict[str, Any] = {"type": event_type, "payload": payload}
-    if seq is not None:
-        frame["seq"] = seq
-    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
+from tornado_gw.core.records import LoggedEvent, PresencePage, SessionSnapshot
+from tornado_gw.ports import Announce, BrokerSink, ReplayGap
 
 
 class MemoryBroker:
@@ -158,16 +143,29 @@ class AllowAllMembership:
 
 
 class MemorySessions:
-    """Session snapshots for resume; ``ttl_s`` is measured on ``clock``."""
+    """Session snapshots for resume; ``ttl_s`` is measured on ``clock``. Expired
+    snapshots are dropped as later ones are saved: one per closed connection would
+    otherwise stay for the life of the process (issue 9 §7)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._snapshots: dict[str, tuple[SessionSnapshot, float]] = {}
+        self._deadlines = _Deadlines()
+
+    def __len__(self) -> int:
+        """Snapshots held, expired ones not yet dropped included."""
+        return len(self._snapshots)
 
     async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
-        expires_at = self._clock() + ttl_s
+        now = self._clock()
+        for _, (session_id,) in self._deadlines.due(now):
+            entry = self._snapshots.get(session_id)
+            if entry is not None and entry[1] <= now:
+                del self._snapshots[session_id]
+        expires_at = now + ttl_s
         for snapshot in snapshots:
             self._snapshots[snapshot.session_id] = (snapshot, expires_at)
+            self._deadlines.push(expires_at, (snapshot.session_id,))
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         entry = self._snapshots.get(session_id)

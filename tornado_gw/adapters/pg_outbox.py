@@ -28,36 +28,16 @@ from psycopg import sql
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from tornado_gw.adapters.pg_sql import APPEND, HEAD, MEMBERS, NO_SEQ_LIMIT, READ_AFTER, Names, names, one_line
+from tornado_gw.codec import EncodeError, encode_frame
 from tornado_gw.core.ids import is_valid_channel
-from tornado_gw.ports import DependencyUnavailable, LoggedEvent, ReplayGap
-from tornado_gw.relay.plan import build_frame, one_line
-from tornado_gw.relay.sql import Names, names
+from tornado_gw.core.records import LoggedEvent
+from tornado_gw.ports import DependencyUnavailable, ReplayGap
 from tornado_gw.settings import Settings
 
 POOL_MAX_SIZE = 8
 MEMBERSHIP_CACHE_MAX = 100_000
 
-# The oldest seq still kept comes with the rows: events after ``after_seq`` that
-# retention already deleted are below it (rules 4 and 5 of relay/sql.py), and a
-# replay that cannot prove it is complete must say so (PITFALLS 5).
-_READ_AFTER = sql.SQL(
-    "SELECT oldest.seq, r.seq, r.channel, r.event_type, r.payload "
-    "FROM (SELECT min(seq) AS seq FROM {outbox}) AS oldest "
-    "LEFT JOIN LATERAL (SELECT seq, channel, event_type, payload FROM {outbox} "
-    "WHERE channel = ANY(%(channels)s) AND seq > %(after)s AND seq <= %(until)s "
-    "ORDER BY seq LIMIT %(limit)s) AS r ON true "
-    "ORDER BY r.seq"
-)
-_NO_SEQ_LIMIT = 2**63 - 1  # BIGINT's largest: "no upper bound" for read_after
-_HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM {outbox}")
-_MEMBERS = sql.SQL(
-    "SELECT conversation_id FROM {members} "
-    "WHERE user_id = %(user)s AND conversation_id = ANY(%(conversations)s)"
-)
-_APPEND = sql.SQL(
-    "INSERT INTO {outbox} (channel, event_type, payload) "
-    "VALUES (%(channel)s, %(type)s, %(payload)s) RETURNING id"
-)
 Rows = list[tuple[Any, ...]]
 Params = dict[str, Any] | None
 
@@ -138,8 +118,8 @@ class PgEventLog:
 
     def __init__(self, db: PgDatabase, table_names: Names) -> None:
         self._db = db
-        self._statement = table_names.render(_READ_AFTER)
-        self._head = table_names.render(_HEAD)
+        self._statement = table_names.render(READ_AFTER)
+        self._head = table_names.render(HEAD)
 
     async def head_seq(self) -> int:
         """Raises DependencyUnavailable when Postgres does not answer within the bound."""
@@ -156,7 +136,7 @@ class PgEventLog:
         """
         if not channels:
             return []
-        until = _NO_SEQ_LIMIT if until_seq is None else until_seq
+        until = NO_SEQ_LIMIT if until_seq is None else until_seq
         params = {"channels": list(channels), "after": after_seq, "until": until, "limit": limit + 1}
         try:
             rows = await self._db.query(self._statement, params)
@@ -165,8 +145,14 @@ class PgEventLog:
         oldest = rows[0][0] if rows else None
         if oldest is not None and after_seq + 1 < oldest:
             raise ReplayGap(f"events after seq {after_seq} were deleted by retention (oldest kept: {oldest})")
-        events = [LoggedEvent(seq, channel, build_frame(event_type, payload, seq))
-                  for _, seq, channel, event_type, payload in rows if seq is not None]
+        events = []
+        for _, seq, channel, event_type, payload in rows:
+            if seq is None:
+                continue
+            try:
+                events.append(LoggedEvent(seq, channel, encode_frame(event_type, payload, seq)))
+            except EncodeError:
+                continue  # no strict JSON form: never published either (relay/plan.py publishable)
         if len(events) > limit:
             raise ReplayGap(f"more than {limit} events after seq {after_seq}")
         return events
@@ -181,7 +167,7 @@ class PgMembership:
     def __init__(self, db: PgDatabase, table_names: Names, cache_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
-        self._statement = table_names.render(_MEMBERS)
+        self._statement = table_names.render(MEMBERS)
         self._cache_s = cache_s
         self._clock = clock
         self._granted_until: dict[tuple[str, str], float] = {}
@@ -223,7 +209,7 @@ class PgPublisher:
 
     def __init__(self, db: PgDatabase, table_names: Names) -> None:
         self._db = db
-        self._statement = table_names.render(_APPEND)
+        self._statement = table_names.render(APPEND)
 
     async def publish(self, channel: str, event_type: str, payload: Any) -> dict[str, Any]:
         """Append the event; returns ``{"id": N}`` (CONTRACT §2).
@@ -266,7 +252,7 @@ def append_event(settings: Settings, channel: str, event_type: str, payload: Any
     """
     if not settings.postgres_dsn:
         raise DependencyUnavailable("postgres: POSTGRES_DSN is not set")
-    statement = names(settings).render(_APPEND)
+    statement = names(settings).render(APPEND)
     params = _append_params(channel, event_type, payload)
     try:
         with psycopg.connect(

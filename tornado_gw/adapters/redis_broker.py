@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tornado_gw import metrics
+from tornado_gw.adapters.backoff import backoff_s
 from tornado_gw.ports import BrokerSink, DependencyUnavailable
 from tornado_gw.settings import Settings
 
@@ -53,14 +54,10 @@ _LOST = (RedisError, OSError, asyncio.TimeoutError)
 
 def redis_options(settings: Settings) -> dict[str, Any]:
     """Connection arguments from ``redis_host`` ("host:port"), password and database."""
-    if not settings.redis_host:
-        raise ValueError("redis_host is not set")
-    host, colon, port = settings.redis_host.rpartition(":")
-    if not colon or host.endswith(":"):  # "host" or a bare IPv6 address: default port
-        host, port = settings.redis_host, "6379"
+    host, port = settings.redis_address
     return {
-        "host": host.strip("[]") or "127.0.0.1",
-        "port": int(port),
+        "host": host,
+        "port": port,
         "password": settings.redis_password,
         "db": settings.redis_database,
         "socket_connect_timeout": SOCKET_TIMEOUT_S,
@@ -93,21 +90,6 @@ class _ProbeFailed(Exception):
     """The probe did not come back: the subscriber connection cannot be trusted."""
 
 
-class _Backoff:
-    """Capped exponential delays with jitter (half to all of the current step)."""
-
-    def __init__(self, first_s: float, max_s: float) -> None:
-        self._first, self._max, self._step = first_s, max_s, first_s
-
-    def next_delay(self) -> float:
-        delay = random.uniform(self._step / 2, self._step)
-        self._step = min(self._step * 2, self._max)
-        return delay
-
-    def reset(self) -> None:
-        self._step = self._first
-
-
 class RedisBroker:
     """The ``Broker`` port over Redis Pub/Sub; see the module docstring."""
 
@@ -125,7 +107,8 @@ class RedisBroker:
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self._probe_channel = f"{settings.prefix}probe:{self.instance_id}".encode()
         self._client = redis_client(settings, client_name=f"{settings.prefix}publish:{self.instance_id}")
-        self._backoff = _Backoff(backoff_first_s, backoff_max_s)
+        self._backoff_first_s, self._backoff_max_s = backoff_first_s, backoff_max_s
+        self._attempt = 0  # reconnects since the last success
         self._sink: BrokerSink | None = None
         self._wanted: set[str] = set()  # channels the caller subscribed
         self._on_server: set[str] = set()  # last command sent for them was SUBSCRIBE
@@ -192,7 +175,9 @@ class RedisBroker:
             finally:
                 await self._drop(conn)
             self._lost(reason)
-            delay = self._backoff.next_delay()
+            self._attempt += 1
+            delay = backoff_s(self._attempt, base_s=self._backoff_first_s, cap_s=self._backoff_max_s,
+                              jitter=random.random())
             log.debug("= Redis subscriber reconnecting in %.2fs after: %s", delay, reason)
             await asyncio.sleep(delay)
 
@@ -323,7 +308,7 @@ class RedisBroker:
 
     def _recovered(self) -> None:
         self.healthy = True
-        self._backoff.reset()
+        self._attempt = 0
         self._resolve_first_outcome()
         if self._outage is not None:
             log.info("= Redis subscriber reconnected after: %s", self._outage)

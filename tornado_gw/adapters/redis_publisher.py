@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tornado_gw.adapters.memory import encode_frame
+from tornado_gw.codec import encode_frame
 from tornado_gw.ports import Broker
 
 

@@ -45,7 +45,7 @@ from tornado_gw.core.ids import (
     typing_due_key,
     typing_key,
 )
-from tornado_gw.ports import PresencePage, SessionSnapshot
+from tornado_gw.core.records import PresencePage, SessionSnapshot
 from tornado_gw.settings import Settings
 
 ScriptArg = str | int | float

@@ -26,7 +26,8 @@ from tornado_gw.adapters.redis_broker import RedisBroker
 from tornado_gw.adapters.redis_publisher import RedisPublisher
 from tornado_gw.adapters.redis_slots import RedisSlots
 from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, RedisTyping
-from tornado_gw.ports import ConnectionSlots, LoggedEvent, Publisher, ReplayGap
+from tornado_gw.core.records import LoggedEvent
+from tornado_gw.ports import ConnectionSlots, Publisher, ReplayGap
 from tornado_gw.runtime.effects import Adapters
 from tornado_gw.settings import Settings, SettingsError
 

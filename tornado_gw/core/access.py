@@ -34,9 +34,9 @@ from tornado_gw.core import effects as fx
 from tornado_gw.core import frames, operations, presence
 from tornado_gw.core.ids import USER, conv_channel, conversation_of, is_valid_id, user_channel
 from tornado_gw.core.protocol import CloseCode, FrameType
+from tornado_gw.core.records import LoggedEvent
 from tornado_gw.core.replay import Buffered
 from tornado_gw.core.state import Connection, Gateway, Operation, Phase
-from tornado_gw.ports import LoggedEvent
 
 Effects = list[fx.Effect]
 REMOVED = FrameType.MEMBERSHIP_REMOVED.value
@@ -57,9 +57,12 @@ def leave(state: Gateway, conn: Connection, cid: str, at: float, out: Effects) -
     """``conn`` leaves conversation ``cid`` at once: channel, presence, typing."""
     assert conn.user_id is not None and conn.presence_id is not None
     conn.conversations.discard(cid)
-    operations.remove_subscriber(state, conv_channel(cid), conn.conn_id, out)
+    channel = conv_channel(cid)
+    conn.forgotten_seq = max(conn.forgotten_seq, conn.delivered.pop(channel, 0))
+    operations.remove_subscriber(state, channel, conn.conn_id, out)
     presence.leave(state, conn, cid, at, out)
     stop_typing_if_last(state, conn, cid, out)
+    forget_typing_if_unwatched(state, cid)
 
 
 def stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects) -> None:
@@ -72,6 +75,13 @@ def stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects
         if other.user_id == user_id and other is not conn:
             return
     out.append(fx.StopTyping(cid, user_id))
+
+
+def forget_typing_if_unwatched(state: Gateway, cid: str) -> None:
+    """Nobody here watches ``cid`` any more, so no ``typing.stop`` of it will arrive:
+    forget its typists now rather than keep them for ever (state rule 5)."""
+    if conv_channel(cid) not in state.subscribers:
+        state.typing.pop(cid, None)
 
 
 # --- rule 1: ordered revocation ----------------------------------------------------
@@ -103,7 +113,6 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
     if cid not in conn.conversations:
         return False
     leave(state, conn, cid, at, out)
-    conn.delivered.pop(conv_channel(cid), None)
     if op is not None and conv_channel(cid) in op.waiting:
         # Its ChannelReady will find no subscriber now: stop waiting for it.
         op.waiting.discard(conv_channel(cid))
@@ -229,8 +238,9 @@ def end_session(state: Gateway, conn: Connection, at: float, out: Effects) -> No
     assert conn.user_id is not None and conn.session_id is not None and conn.presence_id is not None
     out.append(fx.DeleteSession(conn.session_id))
     for cid in sorted(conn.conversations):
-        out.append(fx.LeavePresence(cid, conn.user_id, conn.presence_id, at))
+        presence.leave(state, conn, cid, at, out)
         stop_typing_if_last(state, conn, cid, out)
+        forget_typing_if_unwatched(state, cid)
 
 
 # --- rule 4: connections per user ---------------------------------------------------

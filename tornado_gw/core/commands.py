@@ -13,7 +13,7 @@ from typing import Any
 
 from tornado_gw.core.effects import Effect
 from tornado_gw.core.protocol import CloseCode, ErrorCode
-from tornado_gw.ports import LoggedEvent, PresencePage, SessionSnapshot
+from tornado_gw.core.records import LoggedEvent, PresencePage, SessionSnapshot
 
 ConnId = str
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tornado_gw.core.protocol import CloseCode
-from tornado_gw.ports import SessionSnapshot
+from tornado_gw.core.records import SessionSnapshot
 
 ConnId = str
 

@@ -146,6 +146,8 @@ def _track_typing(state: Gateway, channel: str, kind: str, payload: Any, out: Ef
     user_id = payload.get("user_id")
     if not isinstance(user_id, str):
         return None
+    if channel not in state.subscribers:
+        return user_id  # nobody here watches it (any more): nothing to remember (state rule 5)
     typists = state.typing.setdefault(cid, set())
     if kind == _TYPING_START:
         typists.add(user_id)

@@ -13,9 +13,9 @@ from tornado_gw.core import access, frames, presence
 from tornado_gw.core import effects as fx
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import ErrorCode
+from tornado_gw.core.records import LoggedEvent, SessionSnapshot
 from tornado_gw.core.replay import merge_replay
 from tornado_gw.core.state import Connection, Gateway, Operation, Phase
-from tornado_gw.ports import LoggedEvent, SessionSnapshot
 
 Effects = list[fx.Effect]
 OP_DEADLINE_S = 8.0  # an operation is answered this long after its request at the latest (< 10 s)
@@ -117,6 +117,8 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
             out.append(fx.LeavePresence(cid, conn.user_id, op.previous_presence_id, at))
     out.append(save_session(state, conn))
     if op.last_seq is None:
+        for channel in op.channels:  # a channel subscribed again keeps dropping what was sent before
+            conn.delivered.setdefault(channel, conn.forgotten_seq)
         finish(state, conn, at, out)
         return
     for channel in op.channels:

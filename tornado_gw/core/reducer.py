@@ -220,6 +220,7 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
         out.append(fx.RefreshPresence(entries, cmd.at + state.limits.presence_grace_s))
     for cid in sorted(conn.conversations):
         access.stop_typing_if_last(state, conn, cid, out)
+        access.forget_typing_if_unwatched(state, cid)
 
 
 # --- results of effects --------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tornado_gw.ports import LoggedEvent
+from tornado_gw.core.records import LoggedEvent
 
 Buffered = tuple[int | None, str, bytes, str]  # (seq, channel, data, frame type)
 Outgoing = tuple[str, bytes, str]  # (channel, data, frame type)

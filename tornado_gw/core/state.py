@@ -6,9 +6,14 @@ Rules (each checked by the property tests in tests/core/):
 2. ``subscribers`` has no empty sets, and the broker is subscribed to exactly
    its keys.
 3. ``delivered[channel]`` only grows: a connection never receives a ``seq`` on
-   a channel at or below one it already got.
+   a channel at or below one it already got. It holds the connection's current
+   channels only; an unsubscribe folds the channel's entry into
+   ``forgotten_seq``, the start of a channel subscribed again without
+   ``last_seq`` (seqs are one sequence in publish order, so nothing published
+   after the new ``subscribed`` is at or below it).
 4. At most one slow operation (auth resume, subscribe) runs per connection;
    client commands that arrive meanwhile wait in ``queued``, in order.
+5. ``typing`` holds only conversations some local connection is subscribed to.
 Timers are data: deadlines derive from the stored times and ``Tick.at``.
 """
 
@@ -28,7 +33,8 @@ class Phase(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The settings the core needs (built from ``Settings`` by the server)."""
+    """The settings the core needs (built from ``Settings`` by the server). The defaults
+    written here are the settings' defaults too (``settings.py`` reads them)."""
 
     auth_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
@@ -89,6 +95,7 @@ class Connection:
     token_expires_at: float | None = None
     conversations: set[str] = field(default_factory=set)
     delivered: dict[str, int] = field(default_factory=dict)
+    forgotten_seq: int = 0  # the highest seq delivered on a channel since unsubscribed (rule 3)
     warned: bool = False
     ended: bool = False  # closed by POST /disconnect: its session is deleted, not saved
     op: Operation | None = None

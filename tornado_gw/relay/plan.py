@@ -1,7 +1,7 @@
 """The relay's pure decisions: how a batch is numbered, what a frame looks like.
 
 No I/O and no clock here; ``relay/worker.py`` reads rows, asks this module what
-to publish, and writes the answer back (rules in ``relay/sql.py``).
+to publish, and writes the answer back (rules in ``adapters/pg_sql.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ujson
-
+from tornado_gw.codec import EncodeError, encode_frame
 from tornado_gw.core.ids import is_valid_channel
 
 
@@ -33,13 +32,7 @@ class Delivery:
     row_id: int
     seq: int
     channel: str
-    frame: bytes
-
-
-def build_frame(event_type: str, payload: Any, seq: int) -> bytes:
-    """The client frame of an outbox event (CONTRACT §3): ``{"type", "payload", "seq"}``."""
-    frame = {"type": event_type, "payload": payload, "seq": seq}
-    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False).encode()
+    frame: bytes | None  # None: the payload has no strict JSON form (see ``publishable``)
 
 
 def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
@@ -59,30 +52,26 @@ def in_seq_order(rows: Sequence[OutboxRow]) -> list[Delivery]:
 
 
 def _delivery(row: OutboxRow, seq: int) -> Delivery:
-    return Delivery(row.row_id, seq, row.channel, build_frame(row.event_type, row.payload, seq))
+    try:
+        frame: bytes | None = encode_frame(row.event_type, row.payload, seq)
+    except EncodeError:
+        frame = None
+    return Delivery(row.row_id, seq, row.channel, frame)
 
 
-def publishable(deliveries: Sequence[Delivery]) -> tuple[list[Delivery], list[Delivery]]:
-    """Split into (valid channel, invalid channel). A row whose channel is not
-    ``conv:<id>``/``user:<id>`` keeps its seq and is marked published, but is never
-    sent: no outbox row can reach another channel or a pattern (CONTRACT §6), and
-    one bad row must not stall the ones behind it."""
-    valid = [delivery for delivery in deliveries if is_valid_channel(delivery.channel)]
-    invalid = [delivery for delivery in deliveries if not is_valid_channel(delivery.channel)]
-    return valid, invalid
-
-
-def backoff_s(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> float:
-    """Delay before retry number ``attempt`` (1, 2, ...): capped exponential with
-    "equal jitter", so a fleet of relays and gateways does not retry in step.
-
-    Args:
-        jitter: a number in [0, 1) from the caller's random source.
-    """
-    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + ceiling / 2 * jitter
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one log line (libpq messages span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+def publishable(deliveries: Sequence[Delivery]) -> tuple[list[tuple[str, bytes]], list[Delivery]]:
+    """Split into (``(channel, frame)`` to PUBLISH, deliveries held back). A row whose
+    channel is not ``conv:<id>``/``user:<id>``, or whose payload has no strict JSON form
+    (jsonb keeps a number like ``1...1.5`` of 400 digits, a float overflows to infinity,
+    and browsers cannot parse ``Infinity``), keeps its seq and is marked published, but
+    is never sent: no outbox row can reach another channel or a pattern (CONTRACT §6),
+    no client gets invalid JSON, and one bad row must not stall the ones behind it.
+    ``PgEventLog`` skips the same rows on replay."""
+    valid: list[tuple[str, bytes]] = []
+    held: list[Delivery] = []
+    for delivery in deliveries:
+        if delivery.frame is not None and is_valid_channel(delivery.channel):
+            valid.append((delivery.channel, delivery.frame))
+        else:
+            held.append(delivery)
+    return valid, held

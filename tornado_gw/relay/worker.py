@@ -1,6 +1,6 @@
 """``python -m tornado_gw relay``: the outbox relay, Postgres outbox -> Redis Pub/Sub.
 
-Theory of operation (the rules it relies on are in ``relay/sql.py``):
+Theory of operation (the rules it relies on are in ``adapters/pg_sql.py``):
 
 - One session holds the relay's advisory lock; a standby polls for it every
   ``LOCK_RETRY_S`` and takes over as soon as the holder's session ends (process
@@ -40,8 +40,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tornado_gw.relay import sql
-from tornado_gw.relay.plan import Delivery, OutboxRow, backoff_s, in_seq_order, one_line, publishable
+from tornado_gw.adapters import pg_sql as sql
+from tornado_gw.adapters.backoff import backoff_s
+from tornado_gw.adapters.pg_sql import one_line
+from tornado_gw.adapters.redis_broker import redis_options
+from tornado_gw.relay.plan import Delivery, OutboxRow, in_seq_order, publishable
 from tornado_gw.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -207,10 +210,11 @@ class Relay:
 
     async def _publish(self, batch: list[Delivery], stop: asyncio.Event) -> bool:
         """PUBLISH the batch, retrying until Redis takes it; False when stopped first."""
-        valid, invalid = publishable(batch)
-        for delivery in invalid:
-            log.warning("! outbox row %d has an invalid channel %r: seq %d kept, not published",
-                        delivery.row_id, delivery.channel, delivery.seq)
+        valid, held = publishable(batch)
+        for delivery in held:
+            problem = "an invalid channel" if delivery.frame is not None else "a payload without strict JSON"
+            log.warning("! outbox row %d (channel %r) has %s: seq %d kept, not published",
+                        delivery.row_id, delivery.channel, problem, delivery.seq)
         while True:
             try:
                 await self._send(valid)
@@ -222,13 +226,13 @@ class Relay:
             if await _wait(self._backoff_s(attempt), stop):
                 return False
 
-    async def _send(self, deliveries: list[Delivery]) -> None:
-        if not deliveries:
+    async def _send(self, frames: list[tuple[str, bytes]]) -> None:
+        if not frames:
             return
         prefix = self._settings.prefix
         args: list[str | bytes] = []
-        for delivery in deliveries:
-            args += (prefix + delivery.channel, delivery.frame)
+        for channel, frame in frames:
+            args += (prefix + channel, frame)
         await self._publish_all(args=args)
 
     async def _listen(self) -> None:
@@ -283,15 +287,8 @@ async def _connect(settings: Settings) -> psycopg.AsyncConnection:
 
 def _redis_client(settings: Settings) -> redis.asyncio.Redis:
     """No retries inside redis-py: the relay's own backoff decides, and logs."""
-    host, sep, port = (settings.redis_host or "").rpartition(":")
-    if not sep:
-        host, port = port, "6379"
     return redis.asyncio.Redis(
-        host=host,
-        port=int(port),
-        password=settings.redis_password,
-        db=settings.redis_database,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        **{**redis_options(settings), "socket_connect_timeout": CONNECT_TIMEOUT_S},
         socket_timeout=CONNECT_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )

@@ -1,7 +1,14 @@
-"""The clock of the core: a periodic ``Tick`` carrying wall-clock time.
+"""The gateway's clock: monotonic seconds, counted on the UNIX epoch.
 
-Wall-clock (UNIX) seconds, not the loop's monotonic time, because presence and
-typing expiry times are compared across instances through Redis.
+``now()`` is ``time.monotonic()`` plus an offset read once from the wall clock
+at start-up. Every ``at`` of a command comes from it, so the deadlines the core
+derives (auth and idle timeouts, typing windows, the rate limiter, token
+expiry) never jump when NTP steps the wall clock: a step of an hour used to
+close every connection with 4004 (issue 9 §8). Its values still read as UNIX
+seconds, as the presence and typing expiry times compared across instances
+through Redis must. The wall clock itself (``wall_now``) is read only where its
+meaning is the calendar: a token's ``exp`` (converted by the edge into this
+clock) and log lines.
 """
 
 from __future__ import annotations
@@ -13,7 +20,17 @@ from tornado.ioloop import PeriodicCallback
 
 from tornado_gw.core.commands import Command, FlushPresence, Tick
 
-now = time.time
+_EPOCH_OFFSET_S = time.time() - time.monotonic()
+
+
+def now() -> float:
+    """Seconds on the gateway's clock (monotonic; near UNIX time)."""
+    return time.monotonic() + _EPOCH_OFFSET_S
+
+
+def wall_now() -> float:
+    """UNIX seconds of the wall clock, for calendar times such as a token's ``exp``."""
+    return time.time()
 
 
 def start_ticking(submit: Callable[[Command], None], interval_s: float) -> PeriodicCallback:

@@ -27,15 +27,8 @@ from typing import Any, Protocol
 from tornado_gw import metrics
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.ports import (
-    Broker,
-    EventLog,
-    Membership,
-    PresenceStore,
-    SessionSnapshot,
-    SessionStore,
-    TypingStore,
-)
+from tornado_gw.core.records import SessionSnapshot
+from tornado_gw.ports import Broker, EventLog, Membership, PresenceStore, SessionStore, TypingStore
 from tornado_gw.runtime import presence_writes, reads
 from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.gap_fill import fill_gap
@@ -110,10 +103,10 @@ class EffectRunner:
         for effect in effects:
             if isinstance(effect, fx.Deliver):
                 self._transport.send_many(effect.conn_ids, effect.data)
-                metrics.FRAMES_OUT.labels(effect.frame_type).inc(len(effect.conn_ids))
+                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame_type)).inc(len(effect.conn_ids))
             elif isinstance(effect, fx.SendFrame):
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
-                metrics.FRAMES_OUT.labels(effect.frame["type"]).inc()
+                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame["type"])).inc()
             elif isinstance(effect, fx.SendReplay):
                 self._transport.send_paced(effect.conn_id, effect.frames)
                 metrics.FRAMES_OUT.labels("replay").inc(len(effect.frames))

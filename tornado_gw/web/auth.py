@@ -26,10 +26,10 @@ from typing import Any
 import jwt
 
 from tornado_gw.core.ids import is_valid_id
+from tornado_gw.core.parse import MAX_TOKEN_CHARS
 from tornado_gw.settings import HMAC_ALGORITHMS, Settings, SettingsError
 from tornado_gw.web.jwks import JwksKeys
 
-MAX_TOKEN_CHARS = 4096
 _KEY_LENGTH_WARNING: type[Warning] | None = getattr(jwt, "InsecureKeyLengthWarning", None)
 
 # Only the signature is left to PyJWT; claims are checked below against ``now``.

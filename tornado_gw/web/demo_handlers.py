@@ -14,9 +14,9 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
+from tornado_gw import codec
 from tornado_gw.core.ids import is_valid_id
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 from tornado_gw.web.auth import mint_token
 from tornado_gw.web.http_handlers import LOOPBACK
 

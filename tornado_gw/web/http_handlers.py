@@ -17,14 +17,13 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado.web import RequestHandler
 
-from tornado_gw import metrics
+from tornado_gw import codec, metrics
 from tornado_gw.core import frames
 from tornado_gw.core.access import MAX_CLOSE_REASON_BYTES
 from tornado_gw.core.ids import is_valid_channel, is_valid_id, user_channel
 from tornado_gw.core.protocol import FrameType
 from tornado_gw.ports import DependencyUnavailable, Publisher
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 
 log = logging.getLogger(__name__)
 MAX_PUBLISH_BYTES = 65536

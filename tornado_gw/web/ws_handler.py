@@ -3,6 +3,15 @@
 ``on_message`` stays synchronous and short: a slow ``await`` there would stop
 Tornado reading the socket, pongs included (PITFALLS 7). Token checks are
 pure CPU and happen here at the edge; everything else is the reducer's.
+
+For the idle-memory figure this module leans on Tornado internals, each one
+measured worth keeping and guarded by ``tests/web/test_tornado_internals.py``
+(which names the internal when a Tornado release changes it):
+``_WebSocketParams`` (one shared), ``_receive_frame_loop``/``_read_bytes`` (a
+callback read loop), ``_write_buffer._buffers``/``_write_futures`` (lists), the
+handler's handshake attributes (deleted), ``_handle_message`` (1007). The
+callback read loop also refuses unmasked client frames (RFC 6455 §5.1), which
+Tornado itself would parse.
 """
 
 from __future__ import annotations
@@ -21,13 +30,12 @@ from urllib.parse import urlparse
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
-from tornado_gw import metrics
+from tornado_gw import codec, metrics
 from tornado_gw.core import commands as c
 from tornado_gw.core.parse import AuthRequest, parse_client_frame
 from tornado_gw.core.protocol import CloseCode, ErrorCode, FrameType
-from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.clock import now, wall_now
 from tornado_gw.settings import Settings
-from tornado_gw.web import codec
 from tornado_gw.web.auth import KeyUnknown, TokenError, TokenVerifier
 from tornado_gw.web.writer import SocketRegistry
 
@@ -120,6 +128,12 @@ class _Protocol(WebSocketProtocol13):
 
     def _frame_started(self, header: asyncio.Future[bytes]) -> None:
         if header.cancelled() or header.exception() is not None:  # the stream closed
+            self._stream_lost()
+            return
+        if not header.result()[1] & 0x80:
+            # RFC 6455 §5.1: "a server MUST close the connection upon receiving a frame that
+            # is not masked" (and SHOULD say 1002 first, §7.1.7); Tornado would parse it.
+            self.close(1002, "client frames must be masked")
             self._stream_lost()
             return
         _read_headers[self] = header.result()
@@ -233,7 +247,7 @@ class GatewaySocket(WebSocketHandler):
             self.context.submit(bad)
             return
         kind = obj.get("type") if isinstance(obj, dict) else None
-        metrics.FRAMES_IN.labels(kind if kind in _CLIENT_TYPES else "invalid").inc()
+        metrics.FRAMES_IN.labels(kind if isinstance(kind, str) and kind in _CLIENT_TYPES else "invalid").inc()
         cmd = parse_client_frame(self.conn_id, obj, at)
         held = _awaiting_keys.get(self)
         if held is not None:
@@ -272,15 +286,19 @@ class GatewaySocket(WebSocketHandler):
 
     def _verify(self, request: AuthRequest, keys_fetched: bool) -> c.Command:
         verifier = self.context.verifier
+        wall = wall_now()  # ``exp`` is a calendar time: checked against the wall clock
         try:
-            claims = verifier.verify(request.token, now=request.at)
+            claims = verifier.verify(request.token, now=wall)
         except TokenError as exc:
             return c.AuthFailed(self.conn_id, exc.code, str(exc), request.at)
         except KeyUnknown as exc:
             if not keys_fetched:
                 raise
             return c.AuthFailed(self.conn_id, "invalid_token", f"invalid token: {exc}", request.at)
-        return c.Authenticate(self.conn_id, claims.user_id, verifier.deadline(claims), request.session_id,
+        # ... and then kept as a deadline on the gateway's clock, which no NTP step moves.
+        deadline = verifier.deadline(claims)
+        expires_at = None if deadline is None else request.at + (deadline - wall)
+        return c.Authenticate(self.conn_id, claims.user_id, expires_at, request.session_id,
                               request.last_seq, uuid.uuid4().hex, request.at)
 
     def on_close(self) -> None:

@@ -1,4 +1,8 @@
-"""The outbox SQL, and the names every Postgres module derives from the settings.
+"""All the Postgres SQL: the outbox, the members table, and the names derived from the settings.
+
+One module for the gateway (``adapters/pg_outbox.py``), the relay
+(``relay/worker.py``) and ``migrate``, so that the outbox's rules are written
+down once, next to the statements that rely on them.
 
 Rules that make CONTRACT §4 hold (the code relies on each of them):
 
@@ -20,15 +24,11 @@ Rules that make CONTRACT §4 hold (the code relies on each of them):
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 from psycopg import sql
 
-from tornado_gw.settings import Settings
-
-# 48 leaves room for the suffixes of derived names within Postgres' 63-byte limit.
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+from tornado_gw.settings import TABLE_NAME, TABLE_NAME_EXPECTED, Settings
 
 NOTIFY_FUNCTION = sql.Identifier("tornado_gw_outbox_notify")
 
@@ -63,12 +63,14 @@ class Names:
 
 def table_name(setting: str, value: str) -> str:
     """``value`` if it is a plain table name; else ValueError naming ``setting``."""
-    if not _TABLE_NAME.fullmatch(value):
-        raise ValueError(
-            f"{setting}: {value!r} is not a valid table name "
-            "(a letter or _, then letters, digits or _; at most 48 characters)"
-        )
+    if not TABLE_NAME.fullmatch(value):
+        raise ValueError(f"{setting}: {value!r} is not a valid table name ({TABLE_NAME_EXPECTED})")
     return value
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line (libpq messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def names(settings: Settings) -> Names:
@@ -108,6 +110,7 @@ LISTEN = sql.SQL("LISTEN {notify_channel}")
 # it in memory. Any error ends the session (and the lock), and the next
 # acquisition reads it again.
 HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM {outbox}")
+NO_SEQ_LIMIT = 2**63 - 1  # BIGINT's largest: "no upper bound" for READ_AFTER's %(until)s
 
 # Claim and number a batch in one autocommit statement: its COMMIT is the
 # statement's end. row_number() in id order gives last + 1 ... last + n
@@ -144,4 +147,28 @@ RETENTION_HORIZON = sql.SQL(
 DELETE_BELOW = sql.SQL(
     "DELETE FROM {outbox} WHERE seq IN "
     "(SELECT seq FROM {outbox} WHERE seq < %(horizon)s ORDER BY seq LIMIT %(limit)s)"
+)
+
+# --- the gateway's reads and writes (adapters/pg_outbox.py) ---------------------------------
+
+# The oldest seq still kept comes with the rows: events after ``after_seq`` that
+# retention already deleted are below it (rules 4 and 5), and a replay that
+# cannot prove it is complete must say so (PITFALLS 5).
+READ_AFTER = sql.SQL(
+    "SELECT oldest.seq, r.seq, r.channel, r.event_type, r.payload "
+    "FROM (SELECT min(seq) AS seq FROM {outbox}) AS oldest "
+    "LEFT JOIN LATERAL (SELECT seq, channel, event_type, payload FROM {outbox} "
+    "WHERE channel = ANY(%(channels)s) AND seq > %(after)s AND seq <= %(until)s "
+    "ORDER BY seq LIMIT %(limit)s) AS r ON true "
+    "ORDER BY r.seq"
+)
+
+MEMBERS = sql.SQL(
+    "SELECT conversation_id FROM {members} "
+    "WHERE user_id = %(user)s AND conversation_id = ANY(%(conversations)s)"
+)
+
+APPEND = sql.SQL(
+    "INSERT INTO {outbox} (channel, event_type, payload) "
+    "VALUES (%(channel)s, %(type)s, %(payload)s) RETURNING id"
 )
