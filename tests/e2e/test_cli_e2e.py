@@ -43,8 +43,9 @@ async def test_no_command_means_serve(start_gateway: Callable[..., GatewayProces
     await client.close()
 
 
-async def test_token_command_prints_a_token_the_gateway_accepts(gateway: GatewayProcess,
+async def test_token_command_prints_a_token_the_gateway_accepts(start_gateway: Callable[..., GatewayProcess],
                                                                 tmp_path: Path) -> None:
+    gateway = start_gateway(jwt_leeway_s=0)  # the short token closes at exp + leeway
     done = await _cli(tmp_path, "token", "--user", "bob")
     assert done.returncode == 0, done.stderr
     client = await Client.connect(gateway)

@@ -177,7 +177,9 @@ async def test_invalid_token_gets_auth_error_then_4001(gateway: GatewayProcess, 
     assert (await client.closed())[0] == 4001
 
 
-async def test_token_expiry_closes_4003_and_spares_others(gateway: GatewayProcess) -> None:
+async def test_token_expiry_closes_4003_and_spares_others(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(jwt_leeway_s=0)  # closed at exp + leeway (test_access.py has a leeway)
     alice = await joined(gateway, "alice", "c1")
     minted = time.time()
     bob = await Client.connect(gateway)
