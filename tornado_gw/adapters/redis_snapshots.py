@@ -329,10 +329,11 @@ class RedisSessions(_RedisStore):
         index = user_sessions_key(self._prefix, user_id)
         with unavailable("delete the user's sessions"):
             members = await self._redis.zrange(index, 0, -1)
-        for start in range(0, len(members), CHUNK_ENTRIES):
-            chunk = members[start:start + CHUNK_ENTRIES]
+        session_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        for start in range(0, len(session_ids), CHUNK_ENTRIES):
+            chunk = session_ids[start:start + CHUNK_ENTRIES]
             pipe = self._redis.pipeline(transaction=False)
-            pipe.delete(*(session_key(self._prefix, m.decode()) for m in chunk))
+            pipe.delete(*(session_key(self._prefix, session_id) for session_id in chunk))
             pipe.zrem(index, *chunk)
             with unavailable("delete the user's sessions"):
                 await pipe.execute()
