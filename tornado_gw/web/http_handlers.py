@@ -179,8 +179,8 @@ class DisconnectHandler(_ServerApiHandler):
     The open connections end their own sessions as ``gw.disconnect`` reaches them; the
     sessions of connections already closed have no instance to do it, so the handler
     deletes every session of the user from the shared store itself, once, after the
-    publish: a connection that closed while the message was on its way has saved its
-    snapshot by then."""
+    publish (so a connection that closed while the message was on its way has most likely
+    saved its snapshot by then; one closing in those milliseconds may still save after)."""
 
     async def post(self) -> None:
         body = self.json_body(_disconnect_problem)
