@@ -106,6 +106,10 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
+    async def delete_user(self, user_id: str) -> None:
+        """Delete every snapshot of ``user_id`` that ``load`` could still return, also those
+        of connections closed long ago (CONTRACT §2 ``POST /disconnect``: no resume)."""
+
 
 Announce = Callable[[str, bytes], None]
 """Publish encoded ``data`` on a channel (no prefix): what an in-process store

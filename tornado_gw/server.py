@@ -76,7 +76,8 @@ class GatewayServer:
         await self.wiring.adapters.broker.start(BrokerFeed(self.dispatcher.submit, codec.decode_or_none))
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
-                        lambda: self.draining, self.wiring.publisher, self.wiring.adapters.broker.publish),
+                        lambda: self.draining, self.wiring.publisher, self.wiring.adapters.broker.publish,
+                        self.wiring.adapters.sessions.delete_user),
             SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining,
                           self.verifier),
         )

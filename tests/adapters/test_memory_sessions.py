@@ -26,11 +26,11 @@ def test_expired_snapshots_are_dropped_as_new_ones_are_saved() -> None:
         await store.save([_snapshot(0)], ttl_s=300)  # saved again: lives on
         now[0] += 121
         await store.save([_snapshot(1000)], ttl_s=120)
-        assert len(store) == 2
+        assert (len(store), store.users()) == (2, 2)
         assert await store.load("s0") == _snapshot(0)
         assert await store.load("s1") is None
         now[0] += 200
         await store.save([], ttl_s=120)
-        assert len(store) == 0
+        assert (len(store), store.users()) == (0, 0)  # the per-user index shrinks with them
 
     asyncio.run(scenario())

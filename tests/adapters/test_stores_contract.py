@@ -175,6 +175,28 @@ def test_sessions_expire_after_ttl(open_stores: OpenStores) -> None:
     run(scenario())
 
 
+def test_sessions_delete_user_ends_every_session_of_the_user_only(open_stores: OpenStores) -> None:
+    """CONTRACT §2 ``POST /disconnect``: no session of the user can be resumed afterwards,
+    whichever handle saved it and however it was saved; other users keep theirs."""
+    async def scenario() -> None:
+        async with open_stores("sessions") as (sessions, other, _):
+            closed = SessionSnapshot("s-closed", "alice", ("c1",))
+            await sessions.save([closed], 60)  # a connection that closed earlier
+            await other.save([SessionSnapshot("s-live", "alice", ("c2",)),
+                              SessionSnapshot("s-bob", "bob", ("c1",))], 120)  # a periodic batch
+            await other.save([SessionSnapshot("s-closed", "alice", ())], 30)  # saved again, shorter
+            await sessions.delete("s-live")
+            await other.delete_user("alice")
+            assert [await sessions.load(s) for s in ("s-closed", "s-live")] == [None, None]
+            assert await sessions.load("s-bob") == SessionSnapshot("s-bob", "bob", ("c1",))
+            await sessions.delete_user("alice")  # twice is fine
+            await sessions.delete_user("nobody")
+            await sessions.save([closed], 60)  # a new session after it is resumable again
+            assert await other.load("s-closed") == closed
+
+    run(scenario())
+
+
 # --- presence -------------------------------------------------------------------------------
 
 
@@ -458,9 +480,34 @@ def test_redis_snapshot_keys_all_carry_a_ttl_and_one_hash_tag_per_store(redis_ho
 
     ttls = run(scenario())
     assert sorted(key.decode()[len(redis_prefix):] for key in ttls) == [
-        "session:s1", "{presence}:due", "{presence}:ids:c1", "{presence}:sessions:c1", "{presence}:users:c1",
-        "{typing}:c1", "{typing}:due"]
+        "session:s1", "user-sessions:u1", "{presence}:due", "{presence}:ids:c1", "{presence}:sessions:c1",
+        "{presence}:users:c1", "{typing}:c1", "{typing}:due"]
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+def test_redis_user_session_index_drops_expired_ids_and_expires_with_the_last_snapshot(
+        redis_host: str, redis_prefix: str) -> None:
+    """Issue 9 (nothing grows for ever): a user who is always online keeps saving, so the
+    index must shed the ids of sessions that expired rather than wait for a key TTL."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+    index = redis_prefix + "user-sessions:alice"
+
+    async def scenario() -> tuple[list[bytes], int, int]:
+        client = redis_client(settings)
+        sessions = RedisSessions(client, redis_prefix)
+        try:
+            await sessions.save([SessionSnapshot(f"s{n}", "alice", ()) for n in range(50)], 0.1)
+            await asyncio.sleep(1.3)  # past their expiry and the index's slack
+            await sessions.save([SessionSnapshot("s-new", "alice", ())], 5)
+            members = await client.zrange(index, 0, -1)
+            snapshot_ttl = await client.pttl(redis_prefix + "session:s-new")
+            return members, await client.pttl(index), snapshot_ttl
+        finally:
+            await client.aclose()
+
+    members, index_ttl, snapshot_ttl = run(scenario())
+    assert members == [b"s-new"]
+    assert snapshot_ttl <= index_ttl <= snapshot_ttl + 1100  # the entry outlives its snapshot, briefly
 
 
 def test_redis_presence_work_is_split_into_bounded_script_calls(redis_host: str, redis_prefix: str) -> None:

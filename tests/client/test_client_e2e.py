@@ -51,9 +51,13 @@ class Recorder:
     def states(self) -> list[str]:
         return [change.state for change in self.changes]
 
+    async def ended(self) -> None:
+        """Return once the client's event stream has ended (``close()`` or a final close)."""
+        await asyncio.wait_for(self._task, T)
+
     async def close(self) -> None:
         await self.client.close()
-        await asyncio.wait_for(self._task, T)
+        await self.ended()
 
 
 @contextmanager
@@ -230,6 +234,58 @@ async def test_an_outage_past_the_resume_window_recovers_through_subscribe_with_
         await assert_exactly_once_in_order(recorder, cluster)
         assert "resumed" not in recorder.states()
         assert any(e.type == "replay.done" and e.payload["recovered"] for e in recorder.events)
+
+
+async def test_disconnect_closes_the_client_with_4010_and_it_never_comes_back(cluster: Cluster) -> None:
+    """CONTRACT §2 ``POST /disconnect`` (to the instance the client is not on): 4010, no
+    reconnect, and what arrived before it arrived once, in order, with no gap."""
+    first, second = cluster.gateway(), cluster.gateway()
+    cluster.relay()
+    recorder = await alice(cluster, [first.ws_url, second.ws_url])
+    with writing(cluster) as written:
+        await while_writing(written, 30)
+        status, _ = second.http("POST", "/disconnect", {"user_id": "alice", "reason": "banned"})
+        assert status == 202
+        await async_wait_until(lambda: recorder.client.state.phase == "closed", "the client to stop")
+        await while_writing(written, 10)
+    await asyncio.sleep(3 * FAST.backoff_cap_s)  # a reconnect would have come by now
+    assert recorder.states() == ["connecting", "connected", "disconnected", "closed"]
+    assert [(c.code, c.reason) for c in recorder.changes if c.state == "disconnected"] == [(4010, "banned")]
+    assert [gateway.http("GET", "/health")[1]["connections"] for gateway in (first, second)] == [0, 0]
+    await recorder.ended()  # the final close ended the event stream
+
+    await asyncio.to_thread(cluster.published, [row[0] for row in cluster.query("SELECT id FROM {outbox}")])
+    for channel in CHANNELS:
+        got, outbox = recorder.seqs(channel), cluster.channel_seqs(channel)
+        assert got and got == outbox[:len(got)], f"{channel}: got {got}, outbox {outbox}"
+    await recorder.close()
+
+
+async def test_presence_follows_another_user_joining_and_leaving_through_presence_diff(
+        start_gateway: Any) -> None:
+    """The online set changes without a ``presence.query``: the gateway's ``presence.diff``."""
+    gateway: GatewayProcess = start_gateway(presence_grace_s=0.5)
+    bob = Recorder(Client(gateway.ws_url, token=token("bob"), settings=FAST))
+    bob.client.start()
+    await bob.client.wait_open(T)
+    await bob.client.subscribe("c7", timeout=T)
+    await bob.client.until(lambda: bob.client.presence("c7") == {"bob"}, T)
+    queried = [e for e in bob.events if e.type == "presence.state"]
+
+    carol = Client(gateway.ws_url, token=token("carol"), settings=FAST)
+    carol.start()
+    await carol.wait_open(T)
+    await carol.subscribe("c7", timeout=T)
+    await bob.client.until(lambda: bob.client.presence("c7") == {"bob", "carol"}, T)
+    await carol.close()  # a clean close: she leaves after presence_grace_s
+    await bob.client.until(lambda: bob.client.presence("c7") == {"bob"}, 2 * T)
+
+    # Carol joins in one diff and leaves in a later one (bob's own join may share the first: batched).
+    diffs = [(e.payload["joins"], e.payload["leaves"]) for e in bob.events if e.type == "presence.diff"]
+    assert [("carol" in joins, "carol" in leaves) for joins, leaves in diffs
+            if "carol" in joins + leaves] == [(True, False), (False, True)], diffs
+    assert [e for e in bob.events if e.type == "presence.state"] == queried  # no query since
+    await bob.close()
 
 
 async def test_subscriptions_asked_before_connecting_are_made_and_presence_is_queried(

@@ -1,6 +1,6 @@
 """Which closes the client reconnects after, against a tiny WebSocket server that
-closes every connection with one code (the gateway's ``POST /disconnect``, 4010,
-arrives with issue 12; the rule is the client's and is checked here)."""
+closes every connection with one code: every code, quickly. The real gateway's 4010
+(``POST /disconnect``) is in test_client_e2e.py."""
 
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ async def test_demo_page_chats_shows_typing_and_presence_and_survives_a_gateway_
     browser.find_element(By.CSS_SELECTOR, "#send").click()
     await until(browser, lambda d: "hi from the page" in texts(d, "#messages .content"), "the page's message")
 
-    # A second client: bob, with the Python client. His presence and typing reach the page.
+    # A second client: bob, with the Python client. His presence and typing reach the page,
+    # presence through presence.diff alone.
     bob = Client(gateway.ws_url, token=token("bob"), settings=Settings(backoff_base_s=0.1, backoff_cap_s=1))
     bob.start()
     await bob.wait_open(T)
@@ -91,6 +92,8 @@ async def test_demo_page_chats_shows_typing_and_presence_and_survives_a_gateway_
     await until(browser, lambda d: texts(d, "#online li") == ["alice", "bob"], "bob online on the page")
     await bob.typing("c1")
     await until(browser, lambda d: text(d, "#typing") == "bob is typing…", "bob typing on the page")
+    await bob.unsubscribe("c1")  # the page does not poll: his leave arrives as presence.diff
+    await until(browser, lambda d: texts(d, "#online li") == ["alice"], "bob gone from the page")
 
     # "Drop connection": the page resumes its session.
     browser.find_element(By.CSS_SELECTOR, "#drop").click()

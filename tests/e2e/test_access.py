@@ -50,6 +50,33 @@ async def test_cli_unsubscribe_and_disconnect_act_on_every_connection_of_the_use
     await bob.close()
 
 
+@pytest.mark.parametrize("shared", ["embedded", "redis"])
+async def test_disconnect_ends_sessions_whose_connection_had_already_closed(
+        shared: str, start_gateway: Callable[..., GatewayProcess], request: pytest.FixtureRequest) -> None:
+    """CONTRACT §2 ``POST /disconnect``: its sessions can no longer be resumed, also those of
+    connections closed before the call (which no instance holds any more); with Redis, the
+    call goes to the other instance than the one the session was on."""
+    if shared == "redis":
+        where = {"REDIS_HOST": request.getfixturevalue("redis_host"),
+                 "prefix": request.getfixturevalue("redis_prefix")}
+        first, second = (start_gateway(PUBLISH_API_KEY=KEY, **where) for _ in range(2))
+    else:
+        first = second = start_gateway(PUBLISH_API_KEY=KEY)
+    sessions = {}
+    for user in ("alice", "bob"):
+        client = await Client.connect(first)
+        sessions[user] = (await client.auth(user))["session_id"]
+        await client.subscribe("c1")
+        await client.close()  # a normal close: resumable within resume_window_s
+    status, _ = second.http("POST", "/disconnect", {"user_id": "alice"}, {"Authorization": f"Bearer {KEY}"})
+    assert status == 202
+    for user, resumed in (("alice", False), ("bob", True)):
+        again = await Client.connect(first)
+        answer = await again.auth(user, session_id=sessions[user], last_seq=0)
+        assert (answer["resumed"], answer["conversation_ids"]) == (resumed, ["c1"] if resumed else []), user
+        await again.close()
+
+
 def test_cli_refuses_bad_flags_with_exit_2(gateway: GatewayProcess) -> None:
     for args in (("unsubscribe", "--user", "alice"), ("unsubscribe", "--user", "a b", "--conversation", "c1"),
                  ("disconnect",)):

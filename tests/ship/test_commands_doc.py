@@ -13,7 +13,7 @@ from tornado_gw.cli import COMMANDS, main
 from tornado_gw.settings import setting_names
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-OWN_FLAGS = {"config", "user", "ttl", "conversation", "type", "payload", "url"}  # cli: not settings
+OWN_FLAGS = {"config", "user", "ttl", "conversation", "type", "payload", "url", "reason"}  # cli: not settings
 
 
 def _seed() -> str:

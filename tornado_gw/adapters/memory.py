@@ -145,11 +145,13 @@ class AllowAllMembership:
 class MemorySessions:
     """Session snapshots for resume; ``ttl_s`` is measured on ``clock``. Expired
     snapshots are dropped as later ones are saved: one per closed connection would
-    otherwise stay for the life of the process (issue 9 §7)."""
+    otherwise stay for the life of the process (issue 9 §7). Each user's session ids
+    are kept beside them for ``delete_user``, and dropped with them."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._snapshots: dict[str, tuple[SessionSnapshot, float]] = {}
+        self._by_user: dict[str, set[str]] = {}
         self._deadlines = _Deadlines()
 
     def __len__(self) -> int:
@@ -161,10 +163,11 @@ class MemorySessions:
         for _, (session_id,) in self._deadlines.due(now):
             entry = self._snapshots.get(session_id)
             if entry is not None and entry[1] <= now:
-                del self._snapshots[session_id]
+                self._drop(session_id)
         expires_at = now + ttl_s
         for snapshot in snapshots:
             self._snapshots[snapshot.session_id] = (snapshot, expires_at)
+            self._by_user.setdefault(snapshot.user_id, set()).add(snapshot.session_id)
             self._deadlines.push(expires_at, (snapshot.session_id,))
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
@@ -172,12 +175,30 @@ class MemorySessions:
         if entry is None:
             return None
         if entry[1] <= self._clock():
-            del self._snapshots[session_id]
+            self._drop(session_id)
             return None
         return entry[0]
 
     async def delete(self, session_id: str) -> None:
-        self._snapshots.pop(session_id, None)
+        self._drop(session_id)
+
+    async def delete_user(self, user_id: str) -> None:
+        for session_id in list(self._by_user.get(user_id, ())):
+            self._drop(session_id)
+
+    def users(self) -> int:
+        """Users with a snapshot held (the per-user index shrinks with the snapshots)."""
+        return len(self._by_user)
+
+    def _drop(self, session_id: str) -> None:
+        entry = self._snapshots.pop(session_id, None)
+        if entry is None:
+            return
+        user_id = entry[0].user_id
+        sessions = self._by_user[user_id]
+        sessions.discard(session_id)
+        if not sessions:
+            del self._by_user[user_id]
 
 
 class _Deadlines:

@@ -23,6 +23,13 @@ Rules:
    ``_SWEEP_CONVERSATIONS`` conversations and ``CHUNK_ENTRIES`` entries per call.
 6. Whole-key TTLs (``gc_ttl_s``, a day) only collect garbage; expiry itself is
    decided by the scores, which use the callers' clock.
+7. Sessions: every snapshot key has an entry in its user's index, written *before* the
+   snapshot on the same connection (Redis runs one connection's commands in order), with
+   a score (Redis's own clock, the one ``PX`` uses) a little past the snapshot's expiry.
+   So an index entry outlives its snapshot, ``delete_user`` finds every snapshot that can
+   still be loaded, and a failed save leaves at most an entry without a snapshot (harmless).
+   The index script drops its expired entries, so the index never outgrows the user's
+   sessions of the last TTL. Each command touches one key (one Cluster slot).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from tornado_gw.core.ids import (
     session_key,
     typing_due_key,
     typing_key,
+    user_sessions_key,
 )
 from tornado_gw.core.records import PresencePage, SessionSnapshot
 from tornado_gw.settings import Settings
@@ -52,6 +60,7 @@ ScriptArg = str | int | float
 GC_TTL_S = 86400.0
 CHUNK_ENTRIES = 500  # presence entries per script call or MULTI: well under a millisecond of Redis
 _SWEEP_CONVERSATIONS = 100  # due conversations per sweep call
+_INDEX_SLACK_MS = 1000  # an index entry outlives its snapshot by this much (rule 7)
 
 _IDS = """
 local function ids(list)
@@ -205,6 +214,20 @@ return 0
 """
 
 
+# KEYS: the user's index. ARGV: ttl ms (with the slack), then the session ids being saved.
+# Scores are expiry times on Redis's clock (rule 7); expired entries go first.
+_INDEX_SESSIONS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local expires = now + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now))
+return 0
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -262,14 +285,27 @@ class _ExpiringStore(_RedisStore):
 
 
 class RedisSessions(_RedisStore):
-    """``session:{session_id}`` strings holding the snapshot as JSON, with a PX TTL."""
+    """``session:{session_id}`` strings holding the snapshot as JSON, with a PX TTL, and
+    ``user-sessions:{user_id}``: the user's session ids, for ``delete_user`` (rule 7)."""
+
+    def __init__(self, client: aredis.Redis, prefix: str, gc_ttl_s: float = GC_TTL_S) -> None:
+        super().__init__(client, prefix, gc_ttl_s)
+        self._index = client.register_script(_INDEX_SESSIONS)
 
     async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        """One round trip: per user, the index script, then the snapshots (rule 7)."""
+        by_user: dict[str, list[SessionSnapshot]] = {}
         for snapshot in snapshots:
-            value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids,
-                                 "presence_id": snapshot.presence_id})
-            pipe.set(session_key(self._prefix, snapshot.session_id), value, px=_ms(ttl_s))
+            by_user.setdefault(snapshot.user_id, []).append(snapshot)
+        ttl_ms = _ms(ttl_s)
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, mine in by_user.items():
+            args: list[ScriptArg] = [ttl_ms + _INDEX_SLACK_MS, *(s.session_id for s in mine)]
+            await self._index(keys=[user_sessions_key(self._prefix, user_id)], args=args, client=pipe)
+            for snapshot in mine:
+                value = ujson.dumps({"user_id": user_id, "conversation_ids": snapshot.conversation_ids,
+                                     "presence_id": snapshot.presence_id})
+                pipe.set(session_key(self._prefix, snapshot.session_id), value, px=ttl_ms)
         with unavailable("save session"):
             await pipe.execute()
 
@@ -283,8 +319,24 @@ class RedisSessions(_RedisStore):
                                data.get("presence_id"))
 
     async def delete(self, session_id: str) -> None:
+        """The index keeps the id until its score passes: deleting a missing key is harmless."""
         with unavailable("delete session"):
             await self._redis.delete(session_key(self._prefix, session_id))
+
+    async def delete_user(self, user_id: str) -> None:
+        """Read the index, then delete those snapshots and index entries, in chunks of one
+        round trip each. The index only holds sessions saved within their TTL, so it is small."""
+        index = user_sessions_key(self._prefix, user_id)
+        with unavailable("delete the user's sessions"):
+            members = await self._redis.zrange(index, 0, -1)
+        session_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        for start in range(0, len(session_ids), CHUNK_ENTRIES):
+            chunk = session_ids[start:start + CHUNK_ENTRIES]
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(*(session_key(self._prefix, session_id) for session_id in chunk))
+            pipe.zrem(index, *chunk)
+            with unavailable("delete the user's sessions"):
+                await pipe.execute()
 
 
 class RedisPresence(_ExpiringStore):

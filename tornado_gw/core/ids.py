@@ -48,6 +48,11 @@ def session_key(prefix: str, session_id: str) -> str:
     return f"{prefix}session:{session_id}"
 
 
+def user_sessions_key(prefix: str, user_id: str) -> str:
+    """The session ids of one user, so ``POST /disconnect`` can end them all."""
+    return f"{prefix}user-sessions:{user_id}"
+
+
 # Presence and typing keys share one hash tag per store, so every key a store script
 # touches (a conversation's sets and the store's due index) sits in one Redis Cluster
 # slot. Sharding them later means one tag per bucket of conversations.

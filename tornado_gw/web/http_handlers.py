@@ -41,6 +41,7 @@ class HttpContext:
     is_draining: Callable[[], bool]
     publisher: Publisher
     broadcast: Callable[[str, bytes], Awaitable[None]]  # the broker's publish: every instance
+    end_sessions: Callable[[str], Awaitable[None]]  # the session store's delete_user (one, shared)
 
 
 class _JsonHandler(RequestHandler):
@@ -133,10 +134,14 @@ class _ServerApiHandler(_JsonHandler):
             return None
         return body
 
-    async def to_user(self, user_id: str, frame: Mapping[str, Any]) -> None:
-        """Through the broker to every instance with a connection of ``user_id``: 202, or 503."""
+    async def to_user(self, user_id: str, frame: Mapping[str, Any],
+                      then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Through the broker to every instance with a connection of ``user_id``, then
+        ``then``: 202 once both are done, or 503 naming the dependency that failed."""
         try:
             await self.context.broadcast(user_channel(user_id), codec.encode(frame))
+            if then is not None:
+                await then()
         except DependencyUnavailable as exc:
             self.reply(503, {"error": str(exc)})
             return
@@ -168,12 +173,21 @@ class UnsubscribeHandler(_ServerApiHandler):
 
 
 class DisconnectHandler(_ServerApiHandler):
-    """CONTRACT §2 ``POST /disconnect``: every connection of the user closes with 4010."""
+    """CONTRACT §2 ``POST /disconnect``: every connection of the user closes with 4010, and
+    none of the user's sessions can be resumed any more.
+
+    The open connections end their own sessions as ``gw.disconnect`` reaches them; the
+    sessions of connections already closed have no instance to do it, so the handler
+    deletes every session of the user from the shared store itself, once, after the
+    publish (so a connection that closed while the message was on its way has most likely
+    saved its snapshot by then; one closing in those milliseconds may still save after)."""
 
     async def post(self) -> None:
         body = self.json_body(_disconnect_problem)
         if body is not None:
-            await self.to_user(body["user_id"], frames.server_disconnect(body.get("reason", "")))
+            user_id = body["user_id"]
+            await self.to_user(user_id, frames.server_disconnect(body.get("reason", "")),
+                               then=lambda: self.context.end_sessions(user_id))
 
 
 _USER_ID = "'user_id' must be an id of 1-128 letters, digits or -_.:@"

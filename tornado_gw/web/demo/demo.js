@@ -101,10 +101,6 @@ $("#compose").onsubmit = async (e) => {
   if (!response.ok) item("#log", `send failed: HTTP ${response.status} ${await response.text()}`);
 };
 
-// Typing expires without a frame; and today's server announces presence with
-// presence.update, which the client does not apply (it applies presence.diff, CONTRACT v2),
-// so the page asks for the online list every few seconds.
+// Presence needs no polling: the client keeps the online set from presence.state and
+// presence.diff, and every event re-renders. Typing expires without a frame, so a timer.
 setInterval(render, 1000);
-setInterval(() => {
-  client?.state.live.forEach((c) => client.queryPresence(c).then(render, () => {}));
-}, 3000);
