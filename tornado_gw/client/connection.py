@@ -216,7 +216,7 @@ class Client:
             if exc.rcvd is None:
                 return NO_CLOSE_FRAME, "", authenticated
             return exc.rcvd.code, exc.rcvd.reason, authenticated
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             log.debug("! connect to %s failed: %s", url, exc)
             return NO_CLOSE_FRAME, str(exc), authenticated
         finally:
@@ -227,7 +227,7 @@ class Client:
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         try:
             raw = await asyncio.wait_for(ws.recv(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             if self.state.tick(time.time()):
                 self._spawn(self._refresh())
             if self.state.silent(time.time()):  # a half-open link: give up on it
