@@ -26,11 +26,11 @@ from bench.redis_server import bench_redis
 from bench.report import Metrics, Outcome
 
 RUNNERS: dict[str, Callable[[Peer, scenarios.Context], Metrics]] = {
-    "fanout": scenarios.fanout, "latency": scenarios.latency,
+    "fanout": scenarios.fanout, "latency": scenarios.latency, "latency_joining": scenarios.latency_joining,
     "sweep": scenarios.sweep, "idle": scenarios.idle,
     "resume": outbox.resume, "relay": outbox.relay,
 }
-ALL = ["fanout", "latency", "sweep", "idle", "resume", "relay"]
+ALL = ["fanout", "latency", "latency_joining", "sweep", "idle", "resume", "relay"]
 RESULTS = REPO / "bench" / "results"
 
 

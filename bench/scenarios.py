@@ -82,14 +82,16 @@ def serving(peer: Peer, ctx: Context) -> Iterator[tuple[RunningPeer, Fleet]]:
 
 
 def connect(fleet: Fleet, server: RunningPeer, memberships: list[list[str]], first_user: int = 0,
-            quiet_s: float = 2.0) -> None:
+            quiet_s: float | None = 2.0) -> None:
     """Open one connection per membership list, then wait until the server has announced the
-    joins (tornado_gw sends presence.diff frames to the members): any failure fails the run."""
+    joins (tornado_gw sends presence.diff frames to the members; ``quiet_s`` None: do not
+    wait): any failure fails the run."""
     ready = fleet.add(make_clients(memberships, first_user), timeout_s=120)
     if ready.failed:
         raise RunFailed(f"{ready.failed}/{ready.ok + ready.failed} connections failed: {ready.error}; "
                         f"server log: {server.log_tail()}")
-    quiesce(server, fleet, quiet_s)
+    if quiet_s is not None:
+        quiesce(server, fleet, quiet_s)
 
 
 def quiesce(server: RunningPeer, fleet: Fleet, quiet_s: float = 2.0, max_s: float = 180.0) -> None:
@@ -174,10 +176,10 @@ def measure(server: RunningPeer, fleet: Fleet, publisher: Publisher, workload: W
             "box_cores_busy": box_cores}
 
 
-def traffic(peer: Peer, ctx: Context, workload: Workload) -> Metrics:
+def traffic(peer: Peer, ctx: Context, workload: Workload, wait_for_joins: bool = True) -> Metrics:
     """fanout and latency: connect, warm up, one measured phase."""
     with serving(peer, ctx) as (server, fleet):
-        connect(fleet, server, workload.memberships(), quiet_s=ctx.quiet_s())
+        connect(fleet, server, workload.memberships(), quiet_s=ctx.quiet_s() if wait_for_joins else None)
         publisher = Publisher(ctx.redis, peer.protocol, server.prefix, workload.frame_bytes)
         warm_up(server, fleet, publisher, workload)
         return measure(server, fleet, publisher, workload)
@@ -189,6 +191,11 @@ def fanout(peer: Peer, ctx: Context) -> Metrics:
 
 def latency(peer: Peer, ctx: Context) -> Metrics:
     return traffic(peer, ctx, ctx.workload("latency", LATENCY))
+
+
+def latency_joining(peer: Peer, ctx: Context) -> Metrics:
+    """latency measured while the joins' presence is still going out (issue 11): no wait."""
+    return traffic(peer, ctx, ctx.workload("latency", LATENCY), wait_for_joins=False)
 
 
 def sweep(peer: Peer, ctx: Context) -> Metrics:

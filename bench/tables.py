@@ -10,6 +10,8 @@ from bench.report import Metrics, Outcome, fmt, status_note, summarize, table
 TITLES = {
     "fanout": "fanout: 1,000 connections, each in 5 of 100 conversations, 500 events/s (25,000 deliveries/s)",
     "latency": "latency: 1 event/s broadcast to 1,000 connections in one conversation",
+    "latency_joining": "latency_joining: the latency layout measured right after the 1,000 joins, "
+                       "without waiting for the presence they cause",
     "sweep": "sweep: rising delivery rate until p99 > 100 ms or a lost frame",
     "idle": "idle: server RSS per authenticated and subscribed connection",
     "gencost": "gencost: generator CPU per received message, same fanout load, picows+uvloop vs Node ws",
