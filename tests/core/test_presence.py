@@ -75,6 +75,20 @@ def test_a_user_who_leaves_and_comes_back_within_one_batch_appears_in_neither_li
     assert online_lists(diffs(take(w, "a"))) == []
 
 
+def test_after_a_page_went_out_a_flicker_is_reported_by_its_final_state() -> None:
+    """Rule 5: the page showed x online (read from the store mid-batch); x's leave in the same
+    batch must reach its reader, so the diff lists it instead of netting it away."""
+    w = room("a")
+    login(w, "x", "x")
+    subscribe(w, "x", "c1")
+    w.submit(c.PresenceQuery("a", "c1", None, 10, w.now))
+    w.settle()
+    assert [p["user_ids"] for p in payloads(take(w, "a"), "presence.state")] == [["a", "x"]]
+    unsubscribe(w, "x", "c1")
+    batch(w)
+    assert diffs(take(w, "a")) == [{"conversation_id": "c1", "joins": [], "leaves": ["x"], "count": 1}]
+
+
 def test_a_leave_never_overtakes_the_join_before_it() -> None:
     """Rule 3: batches leave in order; the join's batch first, the leave's next."""
     w = room("a")

@@ -21,6 +21,11 @@ Rules:
    under the limit, the room asks for the list; it arrives in order like a transition
    and goes to subscribers as one ``presence.state`` (``next`` null), then listed diffs
    resume: no client keeps a stale list.
+5. A ``presence.state`` page is read from the store, so it may show transitions the room
+   has not received or not sent yet. After one went out, the next diff reports the final
+   state of every user its batch touched (a join then a leave is a leave, not nothing)
+   and carries the count even when it did not change: the page's reader cannot keep a
+   user the batch would have netted away.
 """
 
 from __future__ import annotations
@@ -118,8 +123,8 @@ def _flush(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> Non
         return
     _set_due(state, cid, room, None)
     if room.listing:
-        joins, leaves = _net(room.pending or [])
-        room.pending = None
+        joins, leaves = _net(room.pending or [], keep_flickers=room.exposed)
+        room.pending, room.exposed = None, False
         if joins or leaves or room.count != room.sent_count:
             _send(state, cid, room, frames.presence_diff(cid, joins, leaves, room.count), at, out)
         room.listing = room.count <= limits.presence_list_max
@@ -143,17 +148,24 @@ def _relist(state: Gateway, cid: str, room: Room, users: list[str], at: float, o
     room.listing = room.count <= limit
 
 
-def _net(pending: list[tuple[str, bool]]) -> tuple[list[str], list[str]]:
+def page_shown(state: Gateway, conversation_id: str) -> None:
+    """A ``presence.state`` page of the conversation went out to a local client (rule 5)."""
+    room = state.rooms.get(conversation_id)
+    if room is not None:
+        room.exposed, room.sent_count = True, None
+
+
+def _net(pending: list[tuple[str, bool]], keep_flickers: bool) -> tuple[list[str], list[str]]:
     """Per user, the first and last transition of the batch: the same means a join (or a
-    leave), different means back where they were. Order of first appearance is kept."""
+    leave), different means back where they were, reported as the last one only when
+    ``keep_flickers`` (rule 5). Order of first appearance is kept."""
     first: dict[str, bool] = {}
     last: dict[str, bool] = {}
     for user_id, online in pending:
         first.setdefault(user_id, online)
         last[user_id] = online
-    joins = [uid for uid, online in first.items() if online and last[uid]]
-    leaves = [uid for uid, online in first.items() if not online and not last[uid]]
-    return joins, leaves
+    touched = [uid for uid, online in first.items() if keep_flickers or online == last[uid]]
+    return [uid for uid in touched if last[uid]], [uid for uid in touched if not last[uid]]
 
 
 def _schedule(state: Gateway, cid: str, room: Room, at: float) -> None:

@@ -325,6 +325,7 @@ def _presence_page_loaded(state: Gateway, cmd: c.PresencePageLoaded, out: Effect
     next_after = page.user_ids[-1] if page.user_ids and len(page.user_ids) >= cmd.limit else None
     out.append(fx.SendFrame(cmd.conn_id, frames.presence_state(
         cmd.conversation_id, page.user_ids, page.count, next_after)))
+    presence.page_shown(state, cmd.conversation_id)
 
 
 _CLIENT_HANDLERS: dict[type, Callable[[Gateway, Connection, Any, Effects], None]] = {

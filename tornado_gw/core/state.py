@@ -114,6 +114,7 @@ class Room:
     relisting: bool = False  # back under the limit: waiting for the list
     sent_count: int | None = None  # the count of the last frame sent
     sent_at: float = float("-inf")  # when that frame was sent
+    exposed: bool = False  # a presence.state page went out since the last flush (presence rule 5)
 
 
 @dataclass(slots=True)
