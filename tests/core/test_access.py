@@ -291,3 +291,16 @@ def test_server_unsubscribe_during_a_resume_still_answers_it() -> None:
     assert [f["type"] for f in got] == ["unsubscribed", "auth.success"]
     assert got[1]["payload"]["conversation_ids"] == ["c2"]
     assert w.state.connections["a2"].op is None
+
+
+def test_a_removed_conversation_replayed_twice_sends_its_events_once() -> None:
+    """State rule 3 with revocation: the events below a removal, replayed to a client that
+    was no longer a member, are not sent again when it asks with the same last_seq."""
+    w = world(check_membership=True, members=members(alice="c1"))
+    login(w, "a", "alice")
+    say(w, "c1", 1)
+    removal = remove(w, "alice", "c1")
+    first = subscribe(w, "a", "c1", last_seq=0)
+    assert sorted(seen(first)) == [("membership.removed", removal), ("message.new", 1)]
+    again = subscribe(w, "a", "c1", last_seq=0)
+    assert seen(again) == [] and kinds(again)[-1] == "replay.done"

@@ -162,12 +162,9 @@ def visible(conn: Connection, op: Operation, events: Iterable[LoggedEvent],
 
 
 def apply_cuts(state: Gateway, conn: Connection, cuts: dict[str, int], at: float, out: Effects) -> None:
-    """After a replay was sent: the removed conversations end, and what was read only
-    to find the removals leaves no trace."""
+    """After a replay was sent: the removed conversations end (what was read of them
+    folds into ``forgotten_seq``: ``operations._forget_unwatched``)."""
     ended = [cid for cid in sorted(cuts) if _revoke(state, conn, cid, cuts[cid], at, out)]
-    for cid in cuts:
-        if cid not in conn.conversations:
-            conn.delivered.pop(conv_channel(cid), None)
     if ended:
         out.append(operations.save_session(state, conn))
 

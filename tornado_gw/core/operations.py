@@ -158,7 +158,7 @@ def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple
     is written at the pace the client reads it (CONTRACT §4 v2)."""
     buffered, op.buffer = op.buffer, []
     shown, held, cuts = access.visible(conn, op, events, buffered)
-    ordered, count = merge_replay(shown, held, conn.delivered)
+    ordered, count = merge_replay(shown, held, conn.delivered, conn.forgotten_seq)
     if paced:
         if ordered:
             out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))
@@ -166,7 +166,18 @@ def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple
         _send_ordered(conn, ordered, out)
     if cuts:
         access.apply_cuts(state, conn, cuts, at, out)
+    _forget_unwatched(conn)
     return count
+
+
+def _forget_unwatched(conn: Connection) -> None:
+    """Channels replayed up to a removal but not kept (denied, cut) fold into
+    ``forgotten_seq``, so a later replay of them skips what went out (state rule 3)."""
+    kept = {conv_channel(cid) for cid in conn.conversations}
+    if conn.user_id is not None:
+        kept.add(user_channel(conn.user_id))
+    for channel in [ch for ch in conn.delivered if ch not in kept]:
+        conn.forgotten_seq = max(conn.forgotten_seq, conn.delivered.pop(channel))
 
 
 def _send_ordered(conn: Connection, ordered: list[tuple[str, bytes, str]], out: Effects) -> None:

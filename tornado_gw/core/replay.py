@@ -17,11 +17,12 @@ Outgoing = tuple[str, bytes, str]  # (channel, data, frame type)
 
 
 def merge_replay(
-    replayed: Iterable[LoggedEvent], buffered: Iterable[Buffered], delivered: dict[str, int]
+    replayed: Iterable[LoggedEvent], buffered: Iterable[Buffered], delivered: dict[str, int], floor: int = 0
 ) -> tuple[list[Outgoing], int]:
     """Frames to send in order, and how many numbered events they hold.
 
-    ``delivered`` (channel -> highest seq the connection has) is updated in place.
+    ``delivered`` (channel -> highest seq the connection has) is updated in place; a
+    channel it does not hold starts at ``floor`` (``Connection.forgotten_seq``).
     """
     numbered: dict[int, Outgoing] = {}
     for event in replayed:
@@ -35,7 +36,7 @@ def merge_replay(
     ordered: list[Outgoing] = []
     for seq in sorted(numbered):
         channel, data, kind = numbered[seq]
-        if seq > delivered.get(channel, 0):
+        if seq > delivered.get(channel, floor):
             delivered[channel] = seq
             ordered.append((channel, data, kind))
     return ordered + unnumbered, len(ordered)
