@@ -45,7 +45,7 @@ from tornado_gw.core.ids import (
     typing_due_key,
     typing_key,
 )
-from tornado_gw.core.records import PresencePage, SessionSnapshot
+from tornado_gw.core.records import PresencePage, SessionSnapshot, snapshot_from_record, snapshot_record
 from tornado_gw.settings import Settings
 
 ScriptArg = str | int | float
@@ -262,13 +262,13 @@ class _ExpiringStore(_RedisStore):
 
 
 class RedisSessions(_RedisStore):
-    """``session:{session_id}`` strings holding the snapshot as JSON, with a PX TTL."""
+    """``session:{session_id}`` strings holding the snapshot as versioned JSON
+    (``records.snapshot_record``), with a PX TTL."""
 
     async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for snapshot in snapshots:
-            value = ujson.dumps({"user_id": snapshot.user_id, "conversation_ids": snapshot.conversation_ids,
-                                 "presence_id": snapshot.presence_id})
+            value = ujson.dumps(snapshot_record(snapshot))
             pipe.set(session_key(self._prefix, snapshot.session_id), value, px=_ms(ttl_s))
         with unavailable("save session"):
             await pipe.execute()
@@ -278,9 +278,11 @@ class RedisSessions(_RedisStore):
             raw = await self._redis.get(session_key(self._prefix, session_id))
         if raw is None:
             return None
-        data = ujson.loads(raw)
-        return SessionSnapshot(session_id, data["user_id"], tuple(data["conversation_ids"]),
-                               data.get("presence_id"))
+        try:
+            data = ujson.loads(raw)
+        except ValueError:
+            return None
+        return snapshot_from_record(session_id, data)
 
     async def delete(self, session_id: str) -> None:
         with unavailable("delete session"):
