@@ -50,6 +50,10 @@ class Sockets:
     def close(self, conn_id: str, code: int, reason: str) -> None:
         self.closed.setdefault(conn_id, code)
 
+    def of(self, conn_id: str, kind: str) -> list[Any]:
+        """The payloads of the frames of type ``kind`` sent to ``conn_id``, in order."""
+        return [frame["payload"] for frame in self.frames.get(conn_id, []) if frame["type"] == kind]
+
 
 class LossyBroker(memory.MemoryBroker):
     """The in-process broker with a network in front of it that can fail: while down,

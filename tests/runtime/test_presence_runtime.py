@@ -4,12 +4,11 @@ transport that records what each connection would be sent (CONTRACT §3 v2)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import ujson
-
+from tests.runtime.rig import Sockets
 from tests.support.redis import eventually, repeat_until, run
 from tornado_gw import codec
 from tornado_gw.adapters.memory import AllowAllMembership
@@ -23,26 +22,6 @@ from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import Adapters, EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.settings import Settings
-
-
-class Sockets:
-    """The ``Transport``: what each connection was sent, decoded."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, list[dict[str, Any]]] = {}
-
-    def send(self, conn_id: str, data: bytes) -> None:
-        self.sent.setdefault(conn_id, []).append(ujson.loads(data))
-
-    def send_many(self, conn_ids: Sequence[str], data: bytes) -> None:
-        for conn_id in conn_ids:
-            self.send(conn_id, data)
-
-    def close(self, conn_id: str, code: int, reason: str) -> None:
-        self.sent.setdefault(conn_id, []).append({"type": "close", "code": code})
-
-    def of(self, conn_id: str, kind: str) -> list[dict[str, Any]]:
-        return [frame["payload"] for frame in self.sent.get(conn_id, []) if frame["type"] == kind]
 
 
 class Instance:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tornado_gw import metrics
-from tornado_gw.codec import encode_frame
+from tornado_gw.codec import encode, encode_frame
 from tornado_gw.core import frames
 from tornado_gw.core.ids import conv_channel
 from tornado_gw.core.records import LoggedEvent, PresencePage, SessionSnapshot
@@ -295,7 +295,7 @@ class MemoryPresence:
                  users: list[str] | None = None) -> None:
         count = len(self._convs.get(conversation_id, ()))
         frame = frames.presence_transition(conversation_id, joins, leaves, count, users)
-        self._announce(conv_channel(conversation_id), frames.encode(frame))
+        self._announce(conv_channel(conversation_id), encode(frame))
 
 
 class MemoryTyping:
@@ -329,7 +329,7 @@ class MemoryTyping:
 
     def _publish(self, conversation_id: str, user_id: str, started: bool) -> None:
         frame = frames.typing(conversation_id, user_id, started)
-        self._announce(conv_channel(conversation_id), frames.encode(frame))
+        self._announce(conv_channel(conversation_id), encode(frame))
 
 
 def _drop(convs: dict[str, dict[str, Any]], conversation_id: str, user_id: str) -> None:

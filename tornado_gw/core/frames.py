@@ -92,5 +92,7 @@ def pong() -> Frame:
 
 
 def encode(value: Frame) -> bytes:
-    """Compact UTF-8 JSON, for the frames the core builds once for many connections."""
+    """Compact UTF-8 JSON of a frame the core fans out itself (presence diffs): the core
+    may not import the wire codec (``tornado_gw/codec.py``, ujson); everything outside
+    the core encodes with that codec."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
