@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PROBE_INTERVAL_S = 0.3
 PROBE_TIMEOUT_S = 0.5
 CUTS = 5
+# redis-py pools reconnect lazily, so pooled sockets come and go between samples (seen: 10, 10, 11, 12, 11)
+POOL_SLACK = 2
 
 
 @pytest.fixture
@@ -101,8 +103,8 @@ async def test_cut_redis_keeps_clients_reports_degraded_then_resubscribes_withou
             assert gateway.metric("gateway_redis_reconnects_total") == cut
             sockets.append(open_sockets(gateway))
             rss.append(rss_kb(gateway))
-        # redis-py pools reconnect lazily, so one pooled socket may come and go; a leak grows by cut
-        assert max(sockets) - min(sockets) <= 1, f"sockets held grow with every outage: {sockets}"
+        # a leak grows by at least one every cut: CUTS - 1 > POOL_SLACK between the first and the last
+        assert max(sockets) - min(sockets) <= POOL_SLACK, f"sockets held grow with every outage: {sockets}"
         assert rss[-1] - rss[0] < 4096, f"memory grows with every outage (kB): {rss}"
         assert "Traceback" not in gateway.logs()
 
