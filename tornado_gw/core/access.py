@@ -31,7 +31,9 @@ from typing import Any
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core import events as ev
 from tornado_gw.core import frames, operations, presence
+from tornado_gw.core.events import record
 from tornado_gw.core.ids import USER, conv_channel, conversation_of, is_valid_id, user_channel
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.records import LoggedEvent
@@ -45,20 +47,19 @@ CONTROL = frozenset({FrameType.SERVER_UNSUBSCRIBE.value, FrameType.SERVER_DISCON
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame carries at most 125 bytes, 2 for the code
 
 
-def close(conn: Connection, code: CloseCode, reason: str, out: Effects) -> None:
+def close(state: Gateway, conn: Connection, code: CloseCode, reason: str, out: Effects) -> None:
     """Stop sending to ``conn`` at once; its ``Disconnect`` cleans up when the socket closes."""
     if conn.phase is Phase.CLOSING:
         return
-    conn.phase = Phase.CLOSING
+    record(state, ev.ClosingStarted(conn.conn_id))
     out.append(fx.CloseConnection(conn.conn_id, code, reason))
 
 
 def leave(state: Gateway, conn: Connection, cid: str, at: float, out: Effects) -> None:
     """``conn`` leaves conversation ``cid`` at once: channel, presence, typing."""
     assert conn.user_id is not None and conn.presence_id is not None
-    conn.conversations.discard(cid)
+    record(state, ev.ConversationLeft(conn.conn_id, cid))
     channel = conv_channel(cid)
-    conn.forgotten_seq = max(conn.forgotten_seq, conn.delivered.pop(channel, 0))
     operations.remove_subscriber(state, channel, conn.conn_id, out)
     presence.leave(state, conn, cid, at, out)
     stop_typing_if_last(state, conn, cid, out)
@@ -80,8 +81,8 @@ def stop_typing_if_last(state: Gateway, conn: Connection, cid: str, out: Effects
 def forget_typing_if_unwatched(state: Gateway, cid: str) -> None:
     """Nobody here watches ``cid`` any more, so no ``typing.stop`` of it will arrive:
     forget its typists now rather than keep them for ever (state rule 5)."""
-    if conv_channel(cid) not in state.subscribers:
-        state.typing.pop(cid, None)
+    if conv_channel(cid) not in state.subscribers and cid in state.typing:
+        record(state, ev.TypingForgotten(cid))
 
 
 # --- rule 1: ordered revocation ----------------------------------------------------
@@ -104,10 +105,7 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
     """End ``cid`` for ``conn`` at ``seq``; True when it was subscribed."""
     op = conn.op
     if op is not None and cid in op.requested:
-        op.revoked[cid] = min(seq, op.revoked.get(cid, seq))
-        if cid in op.granted:  # granted already: the reply lists it as denied
-            op.granted = tuple(x for x in op.granted if x != cid)
-            op.denied = (*op.denied, cid)
+        record(state, ev.Revoked(conn.conn_id, cid, seq))  # granted already: the reply lists it as denied
     assert conn.user_id is not None
     out.append(fx.ForgetGrant(conn.user_id, cid))
     if cid not in conn.conversations:
@@ -115,7 +113,7 @@ def _revoke(state: Gateway, conn: Connection, cid: str, seq: int, at: float, out
     leave(state, conn, cid, at, out)
     if op is not None and conv_channel(cid) in op.waiting:
         # Its ChannelReady will find no subscriber now: stop waiting for it.
-        op.waiting.discard(conv_channel(cid))
+        record(state, ev.ChannelConfirmed(conn.conn_id, conv_channel(cid)))
         if not op.waiting:
             operations.reply(state, conn, at, out)
     return True
@@ -212,8 +210,8 @@ def server_command(state: Gateway, cmd: c.BrokerMessage, kind: str, out: Effects
     payload = payload if isinstance(payload, dict) else {}
     for conn in _user_connections(state, cmd.channel):
         if kind == FrameType.SERVER_DISCONNECT.value:
-            conn.ended = True
-            close(conn, CloseCode.DISCONNECTED, close_reason(payload.get("reason")), out)
+            record(state, ev.EndedByServer(conn.conn_id))
+            close(state, conn, CloseCode.DISCONNECTED, close_reason(payload.get("reason")), out)
             continue
         ids = payload.get("conversation_ids")
         wanted = [cid for cid in ids if is_valid_id(cid)] if isinstance(ids, list) else []
@@ -252,7 +250,7 @@ def claim_slot(state: Gateway, conn: Connection, out: Effects) -> None:
 def connection_claimed(state: Gateway, cmd: c.ConnectionClaimed, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
     if conn is not None and not cmd.granted:
-        close(conn, CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user", out)
+        close(state, conn, CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user", out)
 
 
 def release_slot(state: Gateway, conn: Connection, out: Effects) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 from tornado_gw.core import access, frames, operations, presence
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core import events as ev
+from tornado_gw.core.events import record
 from tornado_gw.core.ids import conversation_of
 from tornado_gw.core.protocol import CloseCode, FrameType
 from tornado_gw.core.state import Gateway, Phase
@@ -25,44 +27,47 @@ _REMOVED = access.REMOVED
 _CONTROL = access.CONTROL
 
 
-def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects) -> None:
+def deliver_broker_message(state: Gateway, cmd: c.BrokerMessage, out: Effects,
+                           gap_fill: bool = False) -> None:
+    """One pass over the channel's subscribers, then one ``BrokerMessageApplied`` for them
+    all. A ``gap_fill`` page goes past the hold that a pending gap puts on the feed."""
     frame = cmd.frame
     if frame is None:
         return
     if frame.get("type") == _PRESENCE_TRANSITION:  # between instances: batched, not forwarded
         presence.transition_received(state, frame.get("payload"), cmd.at, out)
         return
-    if state.gaps_pending:
-        state.gap_held.append(cmd)  # newer than what the gap read will bring: wait for it
+    if state.gaps_pending and not gap_fill:
+        record(state, ev.BrokerMessageHeld(cmd))  # newer than what the gap read will bring: wait for it
         return
     channel = cmd.channel
     seq = _seq_of(frame)
-    if seq is not None and seq > (state.high_seq or 0):
-        state.high_seq = seq
     kind = frame.get("type")
     kind = kind if isinstance(kind, str) else ""
     if kind in _CONTROL:
+        if seq is not None and seq > (state.high_seq or 0):
+            record(state, ev.BrokerMessageApplied(channel, seq, cmd.data, kind, (), ()))
         access.server_command(state, cmd, kind, out)  # the server API's, not a client's frame
         return
     typist = _track_typing(state, channel, kind, frame.get("payload"), out)
     subscribers = state.subscribers.get(channel)
-    if not subscribers:
-        return
     connections = state.connections
-    targets = []
-    for conn_id in subscribers:
+    targets: list[str] = []
+    held: list[str] | tuple[()] = ()  # made on demand: most messages find no operation running
+    for conn_id in subscribers or ():
         conn = connections[conn_id]
         if conn.phase is Phase.CLOSING or (typist is not None and conn.user_id == typist):
             continue  # nobody receives their own typing (CONTRACT §3)
         op = conn.op
         if op is not None and channel in op.channels:
-            op.buffer.append((seq, channel, cmd.data, kind))
+            held = held or []
+            held.append(conn_id)
             continue
-        if seq is not None:
-            if seq <= conn.delivered.get(channel, 0):
-                continue  # already delivered (replay, gap fill, relay retry)
-            conn.delivered[channel] = seq
+        if seq is not None and seq <= conn.delivered.get(channel, 0):
+            continue  # already delivered (replay, gap fill, relay retry)
         targets.append(conn_id)
+    if targets or held or (seq is not None and seq > (state.high_seq or 0)):
+        record(state, ev.BrokerMessageApplied(channel, seq, cmd.data, kind, targets, held))
     if targets:
         out.append(fx.Deliver(targets, cmd.data, kind))
         if kind == _REMOVED:
@@ -79,26 +84,19 @@ def deliver_gap(state: Gateway, cmd: c.GapLoaded, out: Effects) -> None:
         _gap_lost(state, cmd.channels, out)
     elif state.gaps_pending == 1 and not cmd.last:
         for message in cmd.messages:
-            _deliver_now(state, message, out)
-    else:
-        state.gap_held.extend(cmd.messages)
+            deliver_broker_message(state, message, out, gap_fill=True)
+    elif cmd.messages:
+        record(state, ev.GapPageHeld(tuple(cmd.messages)))
     if not cmd.last:
         return
-    state.gaps_pending = max(0, state.gaps_pending - 1)
+    record(state, ev.GapAnswered())
     if state.gaps_pending:
         return
-    held, state.gap_held = state.gap_held, []
+    held = state.gap_held
+    if held:
+        record(state, ev.GapHeldReleased())
     for message in sorted(held, key=_numbered_first):  # stable: unnumbered keep their order, last
         deliver_broker_message(state, message, out)
-
-
-def _deliver_now(state: Gateway, message: c.BrokerMessage, out: Effects) -> None:
-    """``deliver_broker_message`` past the hold that a pending gap puts on the feed."""
-    pending, state.gaps_pending = state.gaps_pending, 0
-    try:
-        deliver_broker_message(state, message, out)
-    finally:
-        state.gaps_pending = pending
 
 
 def _gap_lost(state: Gateway, channels: tuple[str, ...], out: Effects) -> None:
@@ -113,7 +111,7 @@ def _gap_lost(state: Gateway, channels: tuple[str, ...], out: Effects) -> None:
         if conn.phase is not Phase.AUTHENTICATED:
             continue
         if conn.op is not None:
-            conn.op.gap_lost = True
+            record(state, ev.GapLostDuringOperation(conn_id))
         else:
             out.append(fx.SendFrame(conn_id, frames.replay_done(0, False)))
 
@@ -148,13 +146,7 @@ def _track_typing(state: Gateway, channel: str, kind: str, payload: Any, out: Ef
         return None
     if channel not in state.subscribers:
         return user_id  # nobody here watches it (any more): nothing to remember (state rule 5)
-    typists = state.typing.setdefault(cid, set())
-    if kind == _TYPING_START:
-        typists.add(user_id)
-    else:
-        typists.discard(user_id)
-        if not typists:
-            del state.typing[cid]
+    record(state, (ev.TypingSeen if kind == _TYPING_START else ev.TypingEnded)(cid, user_id))
     return user_id
 
 
@@ -162,15 +154,14 @@ def tick(state: Gateway, cmd: c.Tick, out: Effects) -> None:
     """Expire connections, sweep presence and typing, refresh what is alive."""
     at = cmd.at
     limits = state.limits
-    for conn in state.connections.values():
-        code = _expired(conn, at, limits.auth_timeout_s, limits.idle_timeout_s)
-        if code is not None:
-            conn.phase = Phase.CLOSING
-            out.append(fx.CloseConnection(conn.conn_id, code, _REASONS[code]))
+    expired = [(conn, code) for conn in state.connections.values()
+               if (code := _expired(conn, at, limits.auth_timeout_s, limits.idle_timeout_s)) is not None]
+    for conn, code in expired:
+        access.close(state, conn, code, _REASONS[code], out)
     operations.expire_late(state, at, out)
     out.append(fx.ExpireStale(at))
     if at >= state.next_refresh_at:
-        state.next_refresh_at = at + limits.presence_ttl_s / 3
+        record(state, ev.RefreshScheduled(at + limits.presence_ttl_s / 3))
         _refresh(state, at, out)
 
 

@@ -11,23 +11,27 @@ from __future__ import annotations
 
 from tornado_gw.core import access, frames, presence
 from tornado_gw.core import effects as fx
+from tornado_gw.core import events as ev
+from tornado_gw.core.events import record
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import ErrorCode
 from tornado_gw.core.records import LoggedEvent, SessionSnapshot
 from tornado_gw.core.replay import merge_replay
-from tornado_gw.core.state import Connection, Gateway, Operation, Phase
+from tornado_gw.core.state import Connection, Gateway, Operation
 
 Effects = list[fx.Effect]
 OP_DEADLINE_S = 8.0  # an operation is answered this long after its request at the latest (< 10 s)
 
 
-def begin(kind: str, requested: tuple[str, ...], last_seq: int | None, at: float) -> Operation:
-    return Operation(kind, requested, last_seq, at + OP_DEADLINE_S)
+def begin(state: Gateway, conn: Connection, kind: str, requested: tuple[str, ...], last_seq: int | None,
+          at: float) -> None:
+    record(state, ev.OperationStarted(conn.conn_id, kind, requested, last_seq, at + OP_DEADLINE_S))
 
 
-def start(state: Gateway, conn: Connection, op: Operation, at: float, out: Effects) -> None:
-    """Begin ``op``: ask for membership of the new conversations, or grant at once."""
-    conn.op = op
+def start(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
+    """Ask for membership of the conversations new to ``conn``, or grant at once."""
+    op = conn.op
+    assert op is not None
     new = tuple(cid for cid in op.requested if cid not in conn.conversations)
     if state.limits.check_membership and new:
         assert conn.user_id is not None
@@ -42,40 +46,31 @@ def grant(state: Gateway, conn: Connection, allowed: frozenset[str], at: float, 
     assert op is not None and conn.user_id is not None
     granted = tuple(cid for cid in op.requested
                     if (cid in allowed or cid in conn.conversations) and cid not in op.revoked)
-    op.granted = granted
-    op.denied = tuple(cid for cid in op.requested if cid not in granted)
-    op.added = tuple(cid for cid in granted if cid not in conn.conversations)
+    denied = tuple(cid for cid in op.requested if cid not in granted)
+    added = tuple(cid for cid in granted if cid not in conn.conversations)
     channels = {conv_channel(cid) for cid in granted}
     if op.kind == "auth":
         channels.add(user_channel(conn.user_id))
-    for channel in channels:
+    for channel in sorted(channels):
         add_subscriber(state, channel, conn.conn_id, out)
-    conn.conversations.update(op.added)
-    op.channels = frozenset(channels)
-    op.waiting = {ch for ch in channels if ch not in state.ready}
-    if not op.waiting:
+    waiting = frozenset(ch for ch in channels if ch not in state.ready)
+    record(state, ev.Granted(conn.conn_id, granted, denied, added, frozenset(channels), waiting))
+    if not waiting:
         reply(state, conn, at, out)
 
 
 def add_subscriber(state: Gateway, channel: str, conn_id: str, out: Effects) -> None:
-    subscribers = state.subscribers.get(channel)
-    if subscribers is None:
-        state.subscribers[channel] = {conn_id}
+    new = channel not in state.subscribers
+    record(state, ev.SubscriberAdded(channel, conn_id))
+    if new:
         out.append(fx.SubscribeChannel(channel))
-    else:
-        subscribers.add(conn_id)
 
 
 def remove_subscriber(state: Gateway, channel: str, conn_id: str, out: Effects) -> None:
-    subscribers = state.subscribers.get(channel)
-    if subscribers is None:
+    if channel not in state.subscribers:
         return
-    subscribers.discard(conn_id)
-    if not subscribers:
-        del state.subscribers[channel]
-        state.ready.discard(channel)
-        state.unconfirmed.pop(channel, None)
-        presence.close_room(state, channel)
+    record(state, ev.SubscriberRemoved(channel, conn_id))  # the channel's room goes with its last one
+    if channel not in state.subscribers:
         out.append(fx.UnsubscribeChannel(channel))
 
 
@@ -83,16 +78,16 @@ def channel_ready(state: Gateway, channel: str, at: float, out: Effects) -> None
     """The broker confirmed ``channel``: operations waiting only for it can reply."""
     if channel not in state.subscribers:
         return
-    state.ready.add(channel)
-    since = state.unconfirmed.pop(channel, None)
+    since = state.unconfirmed.get(channel)
+    record(state, ev.ChannelWentLive(channel))
     if since is not None:  # answered before it was live: read back what it missed meanwhile
-        state.gaps_pending += 1
+        record(state, ev.GapRequested())
         out.append(fx.LoadGap((channel,), since))
-    for conn_id in state.subscribers[channel]:
+    for conn_id in sorted(state.subscribers[channel]):
         conn = state.connections[conn_id]
         op = conn.op
         if op is not None and channel in op.waiting:
-            op.waiting.discard(channel)
+            record(state, ev.ChannelConfirmed(conn_id, channel))
             if not op.waiting:
                 reply(state, conn, at, out)
 
@@ -116,14 +111,14 @@ def reply(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
         for cid in op.requested:
             out.append(fx.LeavePresence(cid, conn.user_id, op.previous_presence_id, at))
     out.append(save_session(state, conn))
-    if op.last_seq is None:
-        for channel in op.channels:  # a channel subscribed again keeps dropping what was sent before
-            conn.delivered.setdefault(channel, conn.forgotten_seq)
+    if op.last_seq is None:  # a channel subscribed again keeps dropping what was sent before
+        starts = tuple((ch, conn.delivered.get(ch, conn.forgotten_seq)) for ch in sorted(op.channels))
+        record(state, ev.Replied(conn.conn_id, starts, False))
         finish(state, conn, at, out)
         return
-    for channel in op.channels:
-        conn.delivered[channel] = max(conn.delivered.get(channel, 0), op.last_seq)
-    op.replaying = True
+    last_seq = op.last_seq
+    starts = tuple((ch, max(conn.delivered.get(ch, 0), last_seq)) for ch in sorted(op.channels))
+    record(state, ev.Replied(conn.conn_id, starts, True))
     out.append(fx.LoadReplay(conn.conn_id, access.replay_channels(conn, op), op.last_seq,
                              limits.replay_max_events))
 
@@ -143,11 +138,9 @@ def finish(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
     """Release the frames held during the operation; queued commands run next."""
     op = conn.op
     assert op is not None
-    conn.op = None
+    record(state, ev.OperationFinished(conn.conn_id))
     if op.gap_lost:
         out.append(fx.SendFrame(conn.conn_id, frames.replay_done(0, False)))
-    if conn.queued:
-        state.released.append(conn.conn_id)
     _send_visible(state, conn, op, (), at, out)
 
 
@@ -156,7 +149,9 @@ def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple
     """Replay and held frames in seq order, cut where a conversation was revoked
     (``access`` rule 1); returns how many numbered events went out. A ``paced`` replay
     is written at the pace the client reads it (CONTRACT §4 v2)."""
-    buffered, op.buffer = op.buffer, []
+    buffered = op.buffer
+    if conn.op is op:
+        record(state, ev.BufferTaken(conn.conn_id))
     shown, held, cuts = access.visible(conn, op, events, buffered)
     ordered, count = merge_replay(shown, held, conn.delivered, conn.forgotten_seq)
     if paced:
@@ -166,18 +161,18 @@ def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple
         _send_ordered(conn, ordered, out)
     if cuts:
         access.apply_cuts(state, conn, cuts, at, out)
-    _forget_unwatched(conn)
+    _forget_unwatched(state, conn)
     return count
 
 
-def _forget_unwatched(conn: Connection) -> None:
+def _forget_unwatched(state: Gateway, conn: Connection) -> None:
     """Channels replayed up to a removal but not kept (denied, cut) fold into
     ``forgotten_seq``, so a later replay of them skips what went out (state rule 3)."""
     kept = {conv_channel(cid) for cid in conn.conversations}
     if conn.user_id is not None:
         kept.add(user_channel(conn.user_id))
     for channel in [ch for ch in conn.delivered if ch not in kept]:
-        conn.forgotten_seq = max(conn.forgotten_seq, conn.delivered.pop(channel))
+        record(state, ev.DeliveredForgotten(conn.conn_id, channel))
 
 
 def _send_ordered(conn: Connection, ordered: list[tuple[str, bytes, str]], out: Effects) -> None:
@@ -212,14 +207,14 @@ def expire_late(state: Gateway, at: float, out: Effects) -> None:
     """
     late = [conn for conn in state.connections.values()
             if conn.op is not None and conn.op.waiting and at >= conn.op.deadline_at]
+    late.sort(key=lambda conn: conn.conn_id)
     for conn in late:
         op = conn.op
         assert op is not None
         if state.limits.durable_log and state.high_seq is not None:
-            high = state.high_seq
-            for channel in op.waiting:
-                state.unconfirmed[channel] = min(state.unconfirmed.get(channel, high), high)
-            op.waiting.clear()
+            for channel in sorted(op.waiting):
+                record(state, ev.ChannelAnsweredUnconfirmed(channel, state.high_seq))
+            record(state, ev.WaitAbandoned(conn.conn_id))
             reply(state, conn, at, out)
         else:
             abort(state, conn, "the message broker did not confirm the subscription in time", out)
@@ -231,21 +226,11 @@ def abort(state: Gateway, conn: Connection, reason: str, out: Effects) -> None:
     may send ``auth`` again)."""
     op = conn.op
     assert op is not None
-    conn.op = None
-    conn.conversations.difference_update(op.added)
-    kept = {conv_channel(cid) for cid in conn.conversations}
+    kept = {conv_channel(cid) for cid in conn.conversations if cid not in op.added}
     if op.kind == "subscribe" and conn.user_id is not None:
         kept.add(user_channel(conn.user_id))
-    for channel in op.channels - kept:
+    record(state, ev.OperationAborted(conn.conn_id))  # an auth leaves it connecting
+    for channel in sorted(op.channels - kept):
         remove_subscriber(state, channel, conn.conn_id, out)
-    if op.kind == "auth":
-        if conn.presence_id is not None:
-            state.presence_owners.pop(conn.presence_id, None)
-        conn.phase = Phase.CONNECTING
-        conn.user_id = conn.session_id = conn.new_session_id = conn.presence_id = None
-        conn.token_expires_at = None
-        conn.conversations.clear()
     out.append(fx.SendFrame(conn.conn_id, frames.error(ErrorCode.UNAVAILABLE, f"try again later: {reason}",
                                                        op.kind)))
-    if conn.queued:
-        state.released.append(conn.conn_id)

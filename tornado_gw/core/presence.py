@@ -34,7 +34,9 @@ from typing import Any, TypeGuard
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core import events as ev
 from tornado_gw.core import frames
+from tornado_gw.core.events import record
 from tornado_gw.core.ids import conv_channel, conversation_of
 from tornado_gw.core.state import Connection, Gateway, Phase, Room
 
@@ -66,21 +68,14 @@ def open_room(state: Gateway, channel: str, at: float, out: Effects) -> None:
     """The conversation's channel is live here: learn its count first (rule 2)."""
     cid = conversation_of(channel)
     if cid is not None and cid not in state.rooms and channel in state.subscribers:
-        room = state.rooms[cid] = Room()
-        _ask(state, cid, room, at, out)
-
-
-def close_room(state: Gateway, channel: str) -> None:
-    """The last local subscriber left: forget the conversation's presence."""
-    cid = conversation_of(channel)
-    if cid is not None and state.rooms.pop(cid, None) is not None:
-        state.rooms_due.discard(cid)
+        record(state, ev.RoomOpened(cid))
+        _ask(state, cid, state.rooms[cid], at, out)
 
 
 def reload_rooms(state: Gateway, at: float, out: Effects) -> None:
     """The broker is back: transitions may have been lost, learn every count again."""
-    for cid, room in state.rooms.items():
-        room.known = False
+    for cid, room in sorted(state.rooms.items()):
+        record(state, ev.RoomCountForgotten(cid))
         _ask(state, cid, room, at, out)
 
 
@@ -95,14 +90,11 @@ def transition_received(state: Gateway, payload: Any, at: float, out: Effects) -
         return
     if not room.known:
         _set_due(state, cid, room, None)  # the count came: no more asking (rule 2)
-    room.count, room.known = count, True
     if users is not None and room.relisting:
+        record(state, ev.TransitionReceived(cid, count, (), ()))
         _relist(state, cid, room, users, at, out)
         return
-    if room.listing and (joins or leaves):
-        room.pending = room.pending or []  # made on demand: most rooms are quiet
-        room.pending.extend((user_id, True) for user_id in joins)
-        room.pending.extend((user_id, False) for user_id in leaves)
+    record(state, ev.TransitionReceived(cid, count, tuple(joins), tuple(leaves)))  # listing: batched
     if room.pending or count != room.sent_count:
         _schedule(state, cid, room, at)
 
@@ -124,15 +116,16 @@ def _flush(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> Non
     _set_due(state, cid, room, None)
     if room.listing:
         joins, leaves = _net(room.pending or [], keep_flickers=room.exposed)
-        room.pending, room.exposed = None, False
+        if room.pending is not None or room.exposed:
+            record(state, ev.RoomBatchTaken(cid, diffed=True))
         if joins or leaves or room.count != room.sent_count:
             _send(state, cid, room, frames.presence_diff(cid, joins, leaves, room.count), at, out)
-        room.listing = room.count <= limits.presence_list_max
+        _set_listing(state, cid, room, room.count <= limits.presence_list_max)
     elif room.count > limits.presence_list_max:  # due no earlier than the interval (_schedule)
         if room.count != room.sent_count:
             _send(state, cid, room, frames.presence_diff(cid, (), (), room.count), at, out)
     else:  # back at or under the limit: hand out the whole list again (rule 4)
-        room.relisting = True
+        record(state, ev.RoomRelisting(cid, True))
         _ask(state, cid, room, at, out)
 
 
@@ -140,19 +133,24 @@ def _relist(state: Gateway, cid: str, room: Room, users: list[str], at: float, o
     """The list asked for after a large room shrank: everything before it in the channel's
     order is in it, so the open batch starts again from here."""
     limit = state.limits.presence_list_max
-    room.relisting = False
-    room.pending = None
+    record(state, ev.RoomRelisting(cid, False))
+    if room.pending is not None:
+        record(state, ev.RoomBatchTaken(cid, diffed=False))
     _set_due(state, cid, room, None)
     next_after = users[-1] if users and room.count > len(users) else None
     _send(state, cid, room, frames.presence_state(cid, users, room.count, next_after), at, out)
-    room.listing = room.count <= limit
+    _set_listing(state, cid, room, room.count <= limit)
+
+
+def _set_listing(state: Gateway, cid: str, room: Room, listing: bool) -> None:
+    if room.listing != listing:
+        record(state, ev.RoomListing(cid, listing))
 
 
 def page_shown(state: Gateway, conversation_id: str) -> None:
     """A ``presence.state`` page of the conversation went out to a local client (rule 5)."""
-    room = state.rooms.get(conversation_id)
-    if room is not None:
-        room.exposed, room.sent_count = True, None
+    if conversation_id in state.rooms:
+        record(state, ev.RoomPageShown(conversation_id))
 
 
 def _net(pending: list[tuple[str, bool]], keep_flickers: bool) -> tuple[list[str], list[str]]:
@@ -178,11 +176,8 @@ def _schedule(state: Gateway, cid: str, room: Room, at: float) -> None:
 
 
 def _set_due(state: Gateway, cid: str, room: Room, due_at: float | None) -> None:
-    room.due_at = due_at
-    if due_at is None:
-        state.rooms_due.discard(cid)
-    else:
-        state.rooms_due.add(cid)
+    if room.due_at != due_at or (due_at is not None) != (cid in state.rooms_due):
+        record(state, ev.RoomDue(cid, due_at))
 
 
 def _ask(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> None:
@@ -196,19 +191,22 @@ def _ask(state: Gateway, cid: str, room: Room, at: float, out: Effects) -> None:
 def _send(state: Gateway, cid: str, room: Room, frame: frames.Frame, at: float, out: Effects) -> None:
     """One encoded frame for every local subscriber, as any fan-out (STYLE §4); held in
     the buffer of a subscriber whose reply has not gone out yet."""
-    room.sent_count, room.sent_at = room.count, at
+    record(state, ev.RoomSent(cid, at))
     channel = conv_channel(cid)
     data = frames.encode(frame)
     kind = frame["type"]
     targets = []
-    for conn_id in state.subscribers.get(channel, ()):
+    held = []
+    for conn_id in sorted(state.subscribers.get(channel, ())):
         conn = state.connections[conn_id]
         if conn.phase is Phase.CLOSING:
             continue
         if conn.op is not None and channel in conn.op.channels:
-            conn.op.buffer.append((None, channel, data, kind))
+            held.append(conn_id)
         else:
             targets.append(conn_id)
+    if held:
+        record(state, ev.PresenceFrameHeld(channel, data, kind, tuple(held)))
     if targets:
         out.append(fx.Deliver(targets, data, kind))
 

@@ -1,10 +1,13 @@
-"""The only place the gateway's state changes.
+"""Commands in, events and effects out: decide, evolve, react.
 
-``handle(state, command)`` validates the command against the state, applies
-it and returns the effects to perform. A ``ClientError`` raised by a client
-command's handler is raised before anything changes; it becomes an ``error``
-frame. Client commands for a connection that has a slow operation running
-wait in its queue and run, in order, when it finishes (state rule 4).
+``handle(state, command)`` decides what the command means for the state: a
+client command is checked against the transition table (``transitions.py``)
+and may be refused with a ``ClientError`` before anything changes (it becomes
+an ``error`` frame). What it settles on is a list of events, each applied by
+``events.evolve`` (the only code that changes state) as it is recorded, and
+the effects that follow from them. Client commands for a connection that has a
+slow operation running wait in its queue and run, in order, when it finishes
+(state rule 4).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tornado_gw.core import access, frames, operations, presence
+from tornado_gw.core import access, frames, operations, presence, transitions
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core import events as ev
 from tornado_gw.core.access import close as _close
-from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions, Unauthenticated
+from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions
+from tornado_gw.core.events import record
 from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import CloseCode, ErrorCode
@@ -29,7 +34,8 @@ CLIENT_COMMANDS = (c.Authenticate, c.AuthFailed, c.Subscribe, c.Unsubscribe, c.T
 
 
 def handle(state: Gateway, cmd: c.Command) -> Effects:
-    """Apply one command; return the effects, in the order they must happen."""
+    """Apply one command; return the effects, in the order they must happen. The events
+    it applied wait in ``state.journal`` (``events.take``)."""
     out: Effects = []
     if isinstance(cmd, CLIENT_COMMANDS):
         conn = state.connections.get(cmd.conn_id)
@@ -38,7 +44,9 @@ def handle(state: Gateway, cmd: c.Command) -> Effects:
     else:
         _HANDLERS[type(cmd)](state, cmd, out)
     while state.released:
-        _run_queued(state, state.released.pop(0), out)
+        conn_id = state.released[0]
+        record(state, ev.ReleaseTaken())
+        _run_queued(state, conn_id, out)
     return out
 
 
@@ -47,19 +55,16 @@ def handle(state: Gateway, cmd: c.Command) -> Effects:
 def _admit(state: Gateway, conn: Connection, at: float, out: Effects) -> bool:
     """Idle clock and token bucket (CONTRACT §1 ``rate_limit_*``): warn once, then 4008."""
     limits = state.limits
-    conn.last_frame_at = at
-    conn.tokens = min(float(limits.rate_limit_burst),
-                      conn.tokens + max(0.0, at - conn.refilled_at) * limits.rate_limit_per_s)
-    conn.refilled_at = at
-    if conn.tokens >= limits.rate_limit_burst:
-        conn.warned = False
-    if conn.tokens >= 1.0:
-        conn.tokens -= 1.0
+    tokens = min(float(limits.rate_limit_burst),
+                 conn.tokens + max(0.0, at - conn.refilled_at) * limits.rate_limit_per_s)
+    warned = conn.warned and tokens < limits.rate_limit_burst
+    if tokens >= 1.0:
+        record(state, ev.FrameCounted(conn.conn_id, at, tokens - 1.0, warned))
         return True
-    if conn.warned:
-        _close(conn, CloseCode.RATE_LIMITED, "inbound rate limit exceeded", out)
+    record(state, ev.FrameCounted(conn.conn_id, at, tokens, True))
+    if warned:
+        _close(state, conn, CloseCode.RATE_LIMITED, "inbound rate limit exceeded", out)
     else:
-        conn.warned = True
         out.append(fx.SendFrame(conn.conn_id, frames.error(
             ErrorCode.RATE_LIMITED, "too many frames: slow down or be disconnected", None)))
     return False
@@ -68,13 +73,14 @@ def _admit(state: Gateway, conn: Connection, at: float, out: Effects) -> bool:
 def _client_command(state: Gateway, conn: Connection, cmd: c.Command, out: Effects) -> None:
     if conn.op is not None and not isinstance(cmd, (c.Ping, c.BadFrame)):
         if len(conn.queued) < MAX_QUEUED:
-            conn.queued.append(cmd)
+            record(state, ev.CommandQueued(conn.conn_id, cmd))
         else:
             out.append(fx.SendFrame(conn.conn_id, frames.error(
                 ErrorCode.UNAVAILABLE, f"over {MAX_QUEUED} requests wait for the one in progress",
                 _ref_type(cmd))))
         return
     try:
+        transitions.require(cmd, conn.phase)
         _CLIENT_HANDLERS[type(cmd)](state, conn, cmd, out)
     except ClientError as exc:
         out.append(fx.SendFrame(conn.conn_id, frames.error(exc.code, exc.message, _ref_type(cmd))))
@@ -83,7 +89,9 @@ def _client_command(state: Gateway, conn: Connection, cmd: c.Command, out: Effec
 def _run_queued(state: Gateway, conn_id: str, out: Effects) -> None:
     conn = state.connections.get(conn_id)
     while conn is not None and conn.op is None and conn.queued and conn.phase is not Phase.CLOSING:
-        _client_command(state, conn, conn.queued.pop(0), out)
+        cmd = conn.queued[0]
+        record(state, ev.QueuedCommandTaken(conn_id))
+        _client_command(state, conn, cmd, out)
 
 
 _REF_TYPES = {c.Subscribe: "subscribe", c.Unsubscribe: "unsubscribe", c.Typing: "typing",
@@ -94,14 +102,9 @@ def _ref_type(cmd: c.Command) -> str:
     return _REF_TYPES.get(type(cmd), "auth")
 
 
-def _require_auth(conn: Connection, action: str) -> str:
-    if conn.phase is not Phase.AUTHENTICATED or conn.user_id is None:
-        raise Unauthenticated(f"can't {action}: connection is {conn.phase.value}; send auth first")
-    return conn.user_id
-
-
 def _require_subscribed(conn: Connection, conversation_id: str, action: str) -> str:
-    user_id = _require_auth(conn, action)
+    user_id = conn.user_id
+    assert user_id is not None  # authenticated: the transition table let it through
     if conversation_id not in conn.conversations:
         raise Forbidden(f"can't {action}: not subscribed to conversation {conversation_id}")
     return user_id
@@ -110,21 +113,17 @@ def _require_subscribed(conn: Connection, conversation_id: str, action: str) -> 
 def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Effects) -> None:
     if conn.phase is Phase.AUTHENTICATED:
         if cmd.user_id != conn.user_id:
-            _reject_auth(conn, "user_mismatch", "token belongs to another user than this connection", out)
+            _reject_auth(state, conn, "user_mismatch", "token belongs to another user than this connection",
+                         out)
             return
-        conn.token_expires_at = cmd.expires_at  # token refresh (CONTRACT §3)
+        record(state, ev.TokenRefreshed(conn.conn_id, cmd.expires_at))  # token refresh (CONTRACT §3)
         assert conn.session_id is not None
         out.append(fx.SendFrame(conn.conn_id, frames.auth_success(
             cmd.user_id, conn.session_id, False, conn.conversations)))
         return
-    conn.phase = Phase.AUTHENTICATED
-    conn.user_id = cmd.user_id
-    conn.token_expires_at = cmd.expires_at
-    conn.new_session_id = cmd.new_session_id
-    conn.presence_id = cmd.new_session_id  # unique per connection, made at the edge
-    state.presence_owners[conn.presence_id] = conn.conn_id
+    record(state, ev.Authenticated(conn.conn_id, cmd.user_id, cmd.expires_at, cmd.new_session_id))
     access.claim_slot(state, conn, out)
-    conn.op = operations.begin("auth", (), cmd.last_seq, cmd.at)
+    operations.begin(state, conn, "auth", (), cmd.last_seq, cmd.at)
     if cmd.session_id is not None:
         out.append(fx.LoadSession(conn.conn_id, cmd.session_id))
     else:
@@ -132,27 +131,25 @@ def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Ef
 
 
 def _auth_failed(state: Gateway, conn: Connection, cmd: c.AuthFailed, out: Effects) -> None:
-    _reject_auth(conn, cmd.code, cmd.message, out)
+    _reject_auth(state, conn, cmd.code, cmd.message, out)
 
 
-def _reject_auth(conn: Connection, code: str, message: str, out: Effects) -> None:
+def _reject_auth(state: Gateway, conn: Connection, code: str, message: str, out: Effects) -> None:
     out.append(fx.SendFrame(conn.conn_id, frames.auth_error(code, message)))
-    _close(conn, CloseCode.AUTH_FAILED, "authentication failed", out)
+    _close(state, conn, CloseCode.AUTH_FAILED, "authentication failed", out)
 
 
 def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects) -> None:
-    _require_auth(conn, "subscribe")
     new = [cid for cid in cmd.conversation_ids if cid not in conn.conversations]
     limit = state.limits.max_subscriptions
     if len(conn.conversations) + len(new) > limit:
         raise TooManySubscriptions(f"can't subscribe: {len(conn.conversations)} + {len(new)} "
                                    f"conversations is over the limit of {limit}")
-    operations.start(state, conn, operations.begin("subscribe", cmd.conversation_ids, cmd.last_seq, cmd.at),
-                     cmd.at, out)
+    operations.begin(state, conn, "subscribe", cmd.conversation_ids, cmd.last_seq, cmd.at)
+    operations.start(state, conn, cmd.at, out)
 
 
 def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effects) -> None:
-    _require_auth(conn, "unsubscribe")
     for cid in cmd.conversation_ids:
         if cid in conn.conversations:
             access.leave(state, conn, cid, cmd.at, out)
@@ -166,7 +163,7 @@ def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> No
         return  # accepted, neither stored nor fanned out (CONTRACT §3)
     # Known as typing here at once, not only when the broker echoes typing.start: a
     # typist who leaves before the echo still gets a typing.stop.
-    state.typing.setdefault(cmd.conversation_id, set()).add(user_id)
+    record(state, ev.TypingSeen(cmd.conversation_id, user_id))
     out.append(fx.StartTyping(cmd.conversation_id, user_id, cmd.at + state.limits.typing_ttl_s))
 
 
@@ -186,23 +183,21 @@ def _bad_frame(state: Gateway, conn: Connection, cmd: c.BadFrame, out: Effects) 
 # --- connection lifecycle ----------------------------------------------------------
 
 def _connect(state: Gateway, cmd: c.Connect, out: Effects) -> None:
-    burst = float(state.limits.rate_limit_burst)
-    state.connections[cmd.conn_id] = Connection(cmd.conn_id, cmd.at, cmd.at, burst, cmd.at)
+    record(state, ev.Connected(cmd.conn_id, cmd.at, float(state.limits.rate_limit_burst)))
 
 
 def _close_requested(state: Gateway, cmd: c.CloseRequested, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
     if conn is not None:
-        _close(conn, cmd.code, cmd.reason, out)
+        _close(state, conn, cmd.code, cmd.reason, out)
 
 
 def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
     """Keep the session resumable; presence lingers ``presence_grace_s`` (no flapping)."""
-    conn = state.connections.pop(cmd.conn_id, None)
+    conn = state.connections.get(cmd.conn_id)
     if conn is None:
         return
-    if conn.presence_id is not None:
-        state.presence_owners.pop(conn.presence_id, None)
+    record(state, ev.Disconnected(cmd.conn_id))
     channels = [conv_channel(cid) for cid in conn.conversations]
     if conn.user_id is not None:
         channels.append(user_channel(conn.user_id))
@@ -227,25 +222,23 @@ def _disconnect(state: Gateway, cmd: c.Disconnect, out: Effects) -> None:
 
 def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
-    if conn is None or conn.op is None or conn.op.kind != "auth":
+    if conn is None or not transitions.accepts(conn, cmd):
         return
     snapshot = cmd.snapshot
     if snapshot is not None and snapshot.user_id == conn.user_id:
-        conn.session_id = snapshot.session_id
-        conn.op.resumed = True
-        conn.op.requested = snapshot.conversation_ids
-        if snapshot.presence_id not in state.presence_owners:
-            # The old connection's entries go once the new ones stand; not while that
-            # connection is still open here (a client resuming over a half-open one).
-            conn.op.previous_presence_id = snapshot.presence_id
+        # The old connection's entries go once the new ones stand; not while that
+        # connection is still open here (a client resuming over a half-open one).
+        previous = snapshot.presence_id if snapshot.presence_id not in state.presence_owners else None
+        record(state, ev.SessionResumed(conn.conn_id, snapshot.session_id, snapshot.conversation_ids,
+                                        previous))
     else:
-        conn.session_id = conn.new_session_id
-    operations.start(state, conn, conn.op, cmd.at, out)
+        record(state, ev.SessionCreated(conn.conn_id))
+    operations.start(state, conn, cmd.at, out)
 
 
 def _membership_checked(state: Gateway, cmd: c.MembershipChecked, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
-    if conn is not None and conn.op is not None and not conn.op.channels:
+    if conn is not None and transitions.accepts(conn, cmd):
         operations.grant(state, conn, cmd.granted, cmd.at, out)
 
 
@@ -256,7 +249,7 @@ def _channel_ready(state: Gateway, cmd: c.ChannelReady, out: Effects) -> None:
 
 def _replay_loaded(state: Gateway, cmd: c.ReplayLoaded, out: Effects) -> None:
     conn = state.connections.get(cmd.conn_id)
-    if conn is not None:
+    if conn is not None and transitions.accepts(conn, cmd):
         operations.replay_loaded(state, conn, cmd.events, cmd.at, out)
 
 
@@ -270,18 +263,16 @@ def _broker_status(state: Gateway, cmd: c.BrokerStatusChanged, out: Effects) -> 
     head not learnt yet): the gap cannot be filled, and the clients are told so."""
     if not cmd.up:
         if not state.broker_down:
-            state.broker_down = True
-            state.stream_stopped_at = state.high_seq
+            record(state, ev.BrokerWentDown())
         return
     if not state.broker_down:
         return
-    state.broker_down = False
-    state.next_refresh_at = 0.0  # re-create presence that expired meanwhile at the next tick
+    record(state, ev.BrokerCameBack())
     presence.reload_rooms(state, cmd.at, out)
     channels = tuple(sorted(state.subscribers))
     if not channels:
         return
-    state.gaps_pending += 1
+    record(state, ev.GapRequested())
     if state.stream_stopped_at is None:
         deliver_gap(state, c.GapLoaded(channels, None, True, cmd.at), out)
     else:
@@ -299,7 +290,7 @@ def _effect_failed(state: Gateway, cmd: c.EffectFailed, out: Effects) -> None:
         deliver_gap(state, c.GapLoaded(effect.channels, None, True, cmd.at), out)
     elif isinstance(effect, fx.CheckMembership):
         conn = state.connections.get(effect.conn_id)
-        if conn is None or conn.op is None or conn.op.channels:
+        if conn is None or conn.op is None or transitions.step(conn) != "membership":
             return
         if conn.op.kind == "subscribe":
             operations.abort(state, conn, "membership could not be checked", out)
@@ -313,7 +304,7 @@ def _effect_failed(state: Gateway, cmd: c.EffectFailed, out: Effects) -> None:
 
 
 def _log_head_known(state: Gateway, cmd: c.LogHeadKnown, out: Effects) -> None:
-    state.high_seq = max(state.high_seq or 0, cmd.seq)
+    record(state, ev.LogHeadLearnt(cmd.seq))
 
 
 def _presence_page_loaded(state: Gateway, cmd: c.PresencePageLoaded, out: Effects) -> None:

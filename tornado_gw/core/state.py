@@ -1,4 +1,4 @@
-"""The gateway's state: plain data, changed only by ``reducer.py``.
+"""The gateway's state: plain data, changed only by ``events.evolve``.
 
 Rules (each checked by the property tests in tests/core/):
 1. A connection is in ``subscribers[channel]`` iff the channel is its user
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from tornado_gw.core.commands import BrokerMessage, Command
 
@@ -136,3 +137,5 @@ class Gateway:
     released: list[str] = field(default_factory=list)  # ops finished with commands queued
     rooms: dict[str, Room] = field(default_factory=dict)  # conversation -> presence, while served here
     rooms_due: set[str] = field(default_factory=set)  # rooms with a due_at
+    # the events applied since ``handle`` last took them (``events.record``); not state
+    journal: list[Any] = field(default_factory=list, compare=False, repr=False)
