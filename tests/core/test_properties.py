@@ -27,6 +27,7 @@ from tests.core.world import World, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
+from tornado_gw.core.events import rebuild
 from tornado_gw.core.ids import conv_channel, conversation_of, user_channel
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.state import Connection, Limits, Phase
@@ -315,6 +316,11 @@ class GatewayMachine(RuleBasedStateMachine):
     @invariant()
     def nothing_observed_went_wrong(self) -> None:
         assert not self.violations, self.violations
+
+    @invariant()
+    def the_state_is_the_fold_of_its_events(self) -> None:
+        """Event-sourced for real: nothing changed the state but the events recorded."""
+        assert rebuild(self.limits, self.w.history) == self.w.state
 
     @invariant()
     def subscriptions_belong_to_live_authenticated_connections(self) -> None:

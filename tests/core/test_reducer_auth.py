@@ -33,11 +33,11 @@ def authenticate(conn_id: str, user_id: str, session_id: str | None = None, expi
 def test_auth_new_session_replies_once_the_user_channel_is_live() -> None:
     state = Gateway()
     handle(state, c.Connect("a", AT))
-    effects = handle(state, authenticate("a", "u1"))
+    effects = handle(state, authenticate("a", "u1")).effects
     assert of(effects, fx.SubscribeChannel) == [fx.SubscribeChannel("user:u1")]
     assert sent(effects, "a", "auth.success") == []  # CONTRACT §4: channels live before the reply
 
-    effects = handle(state, c.ChannelReady("user:u1", AT))
+    effects = handle(state, c.ChannelReady("user:u1", AT)).effects
     assert sent(effects, "a", "auth.success") == [
         {"user_id": "u1", "session_id": "s-a", "resumed": False, "conversation_ids": []}]
     limits = state.limits
@@ -139,20 +139,20 @@ def test_auth_with_another_users_token_is_refused_and_closed() -> None:
     assert [p["code"] for p in sent(effects, "a", "auth.error")] == ["user_mismatch"]
     assert closes(effects) == {"a": 4001}
     assert w.state.connections["a"].user_id == "u1"
-    assert handle(w.state, c.Ping("a", w.now)) == []  # closing: nothing more is sent
+    assert handle(w.state, c.Ping("a", w.now)).effects == []  # closing: nothing more is sent
 
 
 def test_auth_failed_sends_auth_error_then_closes_4001() -> None:
     state = Gateway()
     handle(state, c.Connect("a", AT))
-    effects = handle(state, c.AuthFailed("a", "token_expired", "token has expired", AT))
+    effects = handle(state, c.AuthFailed("a", "token_expired", "token has expired", AT)).effects
     assert effects == [
         fx.SendFrame("a", {"type": "auth.error", "payload": {"code": "token_expired",
                                                              "message": "token has expired"}}),
         fx.CloseConnection("a", effects[1].code, "authentication failed"),
     ]
     assert closes(effects) == {"a": 4001}
-    assert handle(state, c.AuthFailed("a", "x", "again", AT)) == []
+    assert handle(state, c.AuthFailed("a", "x", "again", AT)).effects == []
 
 
 def test_auth_second_auth_while_the_first_runs_is_answered_after_it() -> None:
@@ -203,20 +203,20 @@ def test_auth_required_before_other_commands() -> None:
                           (c.Unsubscribe("a", ("c1",), AT), "unsubscribe"),
                           (c.Typing("a", "c1", AT), "typing"),
                           (c.PresenceQuery("a", "c1", None, 500, AT), "presence.query")]:
-        assert error_codes(handle(state, cmd), "a") == [("unauthenticated", ref_type)]
+        assert error_codes(handle(state, cmd).effects, "a") == [("unauthenticated", ref_type)]
     assert state.subscribers == {}
-    assert sent(handle(state, c.Ping("a", AT)), "a", "pong") == [{}]
+    assert sent(handle(state, c.Ping("a", AT)).effects, "a", "pong") == [{}]
 
 
 def test_auth_commands_for_unknown_connections_are_dropped() -> None:
     state = Gateway()
-    assert handle(state, authenticate("ghost", "u1")) == []
-    assert handle(state, c.Ping("ghost", AT)) == []
+    assert handle(state, authenticate("ghost", "u1")).effects == []
+    assert handle(state, c.Ping("ghost", AT)).effects == []
     assert state.connections == {}
 
 
 def test_auth_bad_frame_is_answered_with_its_error() -> None:
     state = Gateway()
     handle(state, c.Connect("a", AT))
-    effects = handle(state, c.BadFrame("a", c.ErrorCode.INVALID_JSON, "not JSON", None, AT))
+    effects = handle(state, c.BadFrame("a", c.ErrorCode.INVALID_JSON, "not JSON", None, AT)).effects
     assert sent(effects, "a", "error") == [{"code": "invalid_json", "message": "not JSON", "ref_type": None}]

@@ -17,23 +17,24 @@ def test_merge_orders_by_seq_and_drops_duplicates() -> None:
     delivered = {"conv:a": 1}
     buffered = [(2, "conv:a", b"live 2", "message.new"), (None, "conv:a", b"typing", "typing.start"),
                 (4, "conv:a", b"live 4", "message.new"), (1, "conv:a", b"live 1", "message.new")]
-    ordered, count = merge_replay([logged(3), logged(1), logged(2)], buffered, delivered)
+    ordered, count, raised = merge_replay([logged(3), logged(1), logged(2)], buffered, delivered)
     assert ordered == [("conv:a", b"replayed 2", "replay"), ("conv:a", b"replayed 3", "replay"),
                        ("conv:a", b"live 4", "message.new"), ("conv:a", b"typing", "typing.start")]
     assert count == 3
-    assert delivered == {"conv:a": 4}
+    assert raised == {"conv:a": 4}
+    assert delivered == {"conv:a": 1}  # only read: the caller records the change
 
 
 def test_merge_filters_each_channel_by_what_it_already_has() -> None:
     delivered = {"conv:a": 5}
-    ordered, count = merge_replay([logged(4), logged(3, "conv:b"), logged(6)], [], delivered)
+    ordered, count, raised = merge_replay([logged(4), logged(3, "conv:b"), logged(6)], [], delivered)
     assert [data for _, data, _ in ordered] == [b"replayed 3", b"replayed 6"]
     assert count == 2
-    assert delivered == {"conv:a": 6, "conv:b": 3}
+    assert raised == {"conv:a": 6, "conv:b": 3}
 
 
 def test_merge_of_nothing_is_nothing() -> None:
-    assert merge_replay([], [], {}) == ([], 0)
+    assert merge_replay([], [], {}) == ([], 0, {})
 
 
 def resumable(**limits: float) -> World:

@@ -60,6 +60,7 @@ class World:
         self.typing = MemoryTyping(self.broadcast)
         self.writer = presence_writes.PresenceWriter(self.presence, self.typing)
         self.slots = MemorySlots(self.state.limits.presence_ttl_s)
+        self.history: list[Any] = []  # every event applied to ``state``, oldest first
         self.log: list[LoggedEvent] = []
         self.log_gap = False  # True: the log cannot fill any replay (trimmed)
         self.channels: set[str] = set()  # what the broker is subscribed to
@@ -83,7 +84,8 @@ class World:
     def submit(self, cmd: c.Command) -> list[fx.Effect]:
         """Run one command and perform its effects; returns them for assertions."""
         self.on_command(cmd)
-        effects = handle(self.state, cmd)
+        events, effects = handle(self.state, cmd)
+        self.history.extend(events)
         self.perform(effects)
         return effects
 

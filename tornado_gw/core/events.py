@@ -163,6 +163,14 @@ class Replied:
 
 
 @dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """A replay and the frames held during an operation went out: the highest seq sent."""
+
+    conn_id: str
+    delivered: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BufferTaken:
     conn_id: str
 
@@ -473,6 +481,10 @@ def _replied(s: Gateway, e: Replied) -> None:
     _op(s, e.conn_id).replaying = e.replaying
 
 
+def _caught_up(s: Gateway, e: CaughtUp) -> None:
+    s.connections[e.conn_id].delivered.update(e.delivered)
+
+
 def _buffer_taken(s: Gateway, e: BufferTaken) -> None:
     _op(s, e.conn_id).buffer = []
 
@@ -678,7 +690,7 @@ _EVOLVE: dict[type, Callable[[Gateway, Any], None]] = {
     CommandQueued: _command_queued, QueuedCommandTaken: _queued_command_taken, ReleaseTaken: _release_taken,
     ConversationLeft: _conversation_left, DeliveredForgotten: _delivered_forgotten,
     OperationStarted: _operation_started, Granted: _granted, ChannelConfirmed: _channel_confirmed,
-    WaitAbandoned: _wait_abandoned, Replied: _replied, BufferTaken: _buffer_taken,
+    WaitAbandoned: _wait_abandoned, Replied: _replied, CaughtUp: _caught_up, BufferTaken: _buffer_taken,
     OperationFinished: _operation_finished, OperationAborted: _operation_aborted, Revoked: _revoked,
     GapLostDuringOperation: _gap_lost_during_operation, SubscriberAdded: _subscriber_added,
     SubscriberRemoved: _subscriber_removed, ChannelWentLive: _channel_went_live,

@@ -153,7 +153,9 @@ def _send_visible(state: Gateway, conn: Connection, op: Operation, events: tuple
     if conn.op is op:
         record(state, ev.BufferTaken(conn.conn_id))
     shown, held, cuts = access.visible(conn, op, events, buffered)
-    ordered, count = merge_replay(shown, held, conn.delivered, conn.forgotten_seq)
+    ordered, count, raised = merge_replay(shown, held, conn.delivered, conn.forgotten_seq)
+    if raised:
+        record(state, ev.CaughtUp(conn.conn_id, tuple(raised.items())))
     if paced:
         if ordered:
             out.append(fx.SendReplay(conn.conn_id, tuple(data for _channel, data, _kind in ordered)))

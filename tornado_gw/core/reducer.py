@@ -13,7 +13,7 @@ slow operation running wait in its queue and run, in order, when it finishes
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from tornado_gw.core import access, frames, operations, presence, transitions
 from tornado_gw.core import commands as c
@@ -33,9 +33,14 @@ CLIENT_COMMANDS = (c.Authenticate, c.AuthFailed, c.Subscribe, c.Unsubscribe, c.T
                    c.Ping, c.BadFrame)
 
 
-def handle(state: Gateway, cmd: c.Command) -> Effects:
-    """Apply one command; return the effects, in the order they must happen. The events
-    it applied wait in ``state.journal`` (``events.take``)."""
+class Outcome(NamedTuple):
+    events: list[ev.Event]  # what changed, oldest first
+    effects: Effects  # what must happen, in order
+
+
+def handle(state: Gateway, cmd: c.Command) -> Outcome:
+    """Decide what ``cmd`` means, apply the events that follow (``events.record``) and
+    return them with the effects, in the order those must happen."""
     out: Effects = []
     if isinstance(cmd, CLIENT_COMMANDS):
         conn = state.connections.get(cmd.conn_id)
@@ -47,7 +52,7 @@ def handle(state: Gateway, cmd: c.Command) -> Effects:
         conn_id = state.released[0]
         record(state, ev.ReleaseTaken())
         _run_queued(state, conn_id, out)
-    return out
+    return Outcome(ev.take(state), out)
 
 
 # --- client commands --------------------------------------------------------------

@@ -8,7 +8,7 @@ already has, and appends the unnumbered live frames (typing, presence) last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from tornado_gw.core.records import LoggedEvent
 
@@ -17,13 +17,14 @@ Outgoing = tuple[str, bytes, str]  # (channel, data, frame type)
 
 
 def merge_replay(
-    replayed: Iterable[LoggedEvent], buffered: Iterable[Buffered], delivered: dict[str, int], floor: int = 0
-) -> tuple[list[Outgoing], int]:
-    """Frames to send in order, and how many numbered events they hold.
-
-    ``delivered`` (channel -> highest seq the connection has) is updated in place; a
-    channel it does not hold starts at ``floor`` (``Connection.forgotten_seq``).
+    replayed: Iterable[LoggedEvent], buffered: Iterable[Buffered], delivered: Mapping[str, int],
+    floor: int = 0,
+) -> tuple[list[Outgoing], int, dict[str, int]]:
+    """Frames to send in order, how many numbered events they hold, and the channels whose
+    highest seq the connection has (``delivered``, only read) they raise, with the new one;
+    a channel ``delivered`` does not hold starts at ``floor`` (``Connection.forgotten_seq``).
     """
+    raised: dict[str, int] = {}
     numbered: dict[int, Outgoing] = {}
     for event in replayed:
         numbered.setdefault(event.seq, (event.channel, event.data, "replay"))
@@ -36,7 +37,7 @@ def merge_replay(
     ordered: list[Outgoing] = []
     for seq in sorted(numbered):
         channel, data, kind = numbered[seq]
-        if seq > delivered.get(channel, floor):
-            delivered[channel] = seq
+        if seq > raised.get(channel, delivered.get(channel, floor)):
+            raised[channel] = seq
             ordered.append((channel, data, kind))
-    return ordered + unnumbered, len(ordered)
+    return ordered + unnumbered, len(ordered), raised

@@ -1,4 +1,5 @@
-"""The single consumer of commands: runs the reducer, hands effects to the runner.
+"""The single consumer of commands: runs the reducer, hands its events to the debug
+trail and its effects to the runner.
 
 Commands are processed synchronously and in arrival order. A command
 submitted while another is being processed (an effect's result, a socket that
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
+from tornado_gw.core.events import Event, take
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway
@@ -28,6 +30,8 @@ class Dispatcher:
         self._pending: deque[c.Command] = deque()
         self._running = False
         self._perform: Callable[[Sequence[fx.Effect]], None] = lambda effects: None
+        # what sees the events applied: the debug trail in development mode, else nothing
+        self.observe: Callable[[list[Event]], None] = lambda events: None
 
     def attach(self, perform: Callable[[Sequence[fx.Effect]], None]) -> None:
         """Connect the effect runner (built after the dispatcher it submits to)."""
@@ -47,12 +51,15 @@ class Dispatcher:
 
     def _process(self, cmd: c.Command) -> None:
         try:
-            effects = handle(self.state, cmd)
+            events, effects = handle(self.state, cmd)
         except Exception:
-            # Our own bug, not the client's: keep serving everyone else.
+            # Our own bug, not the client's: keep serving everyone else. The events applied
+            # before it stay (each one whole: ``evolve`` is the only code that changes state).
             log.exception("! reducer failed on %s", type(cmd).__name__)
+            events = take(self.state)
             conn_id = getattr(cmd, "conn_id", None)
-            if conn_id is None:
-                return
-            effects = [fx.CloseConnection(conn_id, CloseCode.INTERNAL_ERROR, "internal error")]
+            effects = [] if conn_id is None else [
+                fx.CloseConnection(conn_id, CloseCode.INTERNAL_ERROR, "internal error")]
+        if events:
+            self.observe(events)
         self._perform(effects)
