@@ -510,6 +510,34 @@ def test_redis_user_session_index_drops_expired_ids_and_expires_with_the_last_sn
     assert snapshot_ttl <= index_ttl <= snapshot_ttl + 1100  # the entry outlives its snapshot, briefly
 
 
+def test_redis_sessions_read_the_snapshots_of_the_previous_version(redis_host: str,
+                                                                   redis_prefix: str) -> None:
+    """A rolling upgrade: snapshots written before issue 10 (no ``v``) still resume; this
+    version writes ``v``; one from a newer version, or malformed, gives a new session."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+
+    async def scenario() -> tuple[Any, ...]:
+        client = redis_client(settings)
+        sessions = RedisSessions(client, redis_prefix)
+        try:
+            old = {"user_id": "u1", "conversation_ids": ["c1", "c2"], "presence_id": "p-old"}
+            await client.set(f"{redis_prefix}session:s-old", ujson.dumps(old), px=60_000)
+            await client.set(f"{redis_prefix}session:s-new", ujson.dumps({**old, "v": 99}), px=60_000)
+            await client.set(f"{redis_prefix}session:s-bad", b'{"user_id": 5}', px=60_000)
+            await sessions.save([SessionSnapshot("s-now", "u2", ("c3",), "p-now")], 60)
+            written = ujson.loads(await client.get(f"{redis_prefix}session:s-now"))
+            return (await sessions.load("s-old"), await sessions.load("s-new"), await sessions.load("s-bad"),
+                    written, await sessions.load("s-now"))
+        finally:
+            await client.aclose()
+
+    old, newer, bad, written, now = run(scenario())
+    assert old == SessionSnapshot("s-old", "u1", ("c1", "c2"), "p-old")
+    assert newer is None and bad is None
+    assert written == {"v": 2, "user_id": "u2", "conversation_ids": ["c3"], "presence_id": "p-now"}
+    assert now == SessionSnapshot("s-now", "u2", ("c3",), "p-now")
+
+
 def test_redis_presence_work_is_split_into_bounded_script_calls(redis_host: str, redis_prefix: str) -> None:
     """ISSUE 9.4: no script call handles more than ``CHUNK_ENTRIES`` entries, so the refresh
     and the sweep never block Redis for long, however many entries there are."""

@@ -53,7 +53,7 @@ from tornado_gw.core.ids import (
     typing_key,
     user_sessions_key,
 )
-from tornado_gw.core.records import PresencePage, SessionSnapshot
+from tornado_gw.core.records import PresencePage, SessionSnapshot, snapshot_from_record, snapshot_record
 from tornado_gw.settings import Settings
 
 ScriptArg = str | int | float
@@ -285,8 +285,9 @@ class _ExpiringStore(_RedisStore):
 
 
 class RedisSessions(_RedisStore):
-    """``session:{session_id}`` strings holding the snapshot as JSON, with a PX TTL, and
-    ``user-sessions:{user_id}``: the user's session ids, for ``delete_user`` (rule 7)."""
+    """``session:{session_id}`` strings holding the snapshot as versioned JSON
+    (``records.snapshot_record``), with a PX TTL, and ``user-sessions:{user_id}``: the
+    user's session ids, for ``delete_user`` (rule 7)."""
 
     def __init__(self, client: aredis.Redis, prefix: str, gc_ttl_s: float = GC_TTL_S) -> None:
         super().__init__(client, prefix, gc_ttl_s)
@@ -303,9 +304,8 @@ class RedisSessions(_RedisStore):
             args: list[ScriptArg] = [ttl_ms + _INDEX_SLACK_MS, *(s.session_id for s in mine)]
             await self._index(keys=[user_sessions_key(self._prefix, user_id)], args=args, client=pipe)
             for snapshot in mine:
-                value = ujson.dumps({"user_id": user_id, "conversation_ids": snapshot.conversation_ids,
-                                     "presence_id": snapshot.presence_id})
-                pipe.set(session_key(self._prefix, snapshot.session_id), value, px=ttl_ms)
+                pipe.set(session_key(self._prefix, snapshot.session_id), ujson.dumps(snapshot_record(snapshot)),
+                         px=ttl_ms)
         with unavailable("save session"):
             await pipe.execute()
 
@@ -314,9 +314,11 @@ class RedisSessions(_RedisStore):
             raw = await self._redis.get(session_key(self._prefix, session_id))
         if raw is None:
             return None
-        data = ujson.loads(raw)
-        return SessionSnapshot(session_id, data["user_id"], tuple(data["conversation_ids"]),
-                               data.get("presence_id"))
+        try:
+            data = ujson.loads(raw)
+        except ValueError:
+            return None
+        return snapshot_from_record(session_id, data)
 
     async def delete(self, session_id: str) -> None:
         """The index keeps the id until its score passes: deleting a missing key is harmless."""
