@@ -30,6 +30,7 @@ from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import EffectRunner
 from tornado_gw.runtime.feed import BrokerFeed
 from tornado_gw.runtime.slots import SlotKeeper
+from tornado_gw.runtime.trail import Trail
 from tornado_gw.settings import Settings
 from tornado_gw.web.app import make_app
 from tornado_gw.web.auth import TokenVerifier
@@ -65,6 +66,10 @@ class GatewayServer:
         self.runner = EffectRunner(wiring.adapters, self.registry, self.dispatcher.submit,
                                    codec.encode, codec.decode_or_none, self.slots)
         self.dispatcher.attach(self.runner.perform)
+        # The debug window exists in development mode only (GET /debug/sessions/{id}).
+        self.trail = Trail(self.dispatcher.state) if settings.mode == "development" else None
+        if self.trail is not None:
+            self.dispatcher.observe = self.trail.observe
         self.http_server: HTTPServer | None = None
         self.verifier = TokenVerifier(settings)  # SettingsError for a bad jwt_public_key
 
@@ -77,7 +82,8 @@ class GatewayServer:
         app = make_app(
             HttpContext(settings, lambda: len(self.registry.sockets), self.wiring.checks,
                         lambda: self.draining, self.wiring.publisher, self.wiring.adapters.broker.publish,
-                        self.wiring.adapters.sessions.delete_user),
+                        self.wiring.adapters.sessions.delete_user,
+                        self.trail),
             SocketContext(settings, self.dispatcher.submit, self.registry, lambda: self.draining,
                           self.verifier),
         )

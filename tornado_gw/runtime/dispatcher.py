@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
-from tornado_gw.core.events import Event, take
+from tornado_gw.core.events import Event, describe, take
 from tornado_gw.core.protocol import CloseCode
 from tornado_gw.core.reducer import handle
 from tornado_gw.core.state import Gateway
@@ -61,5 +61,8 @@ class Dispatcher:
             effects = [] if conn_id is None else [
                 fx.CloseConnection(conn_id, CloseCode.INTERNAL_ERROR, "internal error")]
         if events:
+            if log.isEnabledFor(logging.DEBUG):  # the support engineer's view (docs/operations.md)
+                for event in events:
+                    log.debug("event %s", type(event).__name__, extra={"event": describe(event)})
             self.observe(events)
         self._perform(effects)

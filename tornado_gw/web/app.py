@@ -6,6 +6,7 @@ from tornado.web import Application
 
 from tornado_gw.web.demo_handlers import demo_routes
 from tornado_gw.web.http_handlers import (
+    DebugSessionHandler,
     DisconnectHandler,
     HealthHandler,
     HttpContext,
@@ -22,6 +23,8 @@ def make_app(http: HttpContext, sockets: SocketContext) -> Application:
     settings = http.settings
     # /demo and its development tokens exist in development mode only (404 in production).
     demo = demo_routes(settings) if settings.mode == "development" else []
+    if http.trail is not None:  # development mode only, like /demo
+        demo.append((r"/debug/sessions/([^/]+)", DebugSessionHandler, {"context": http}))
     return Application(
         [
             *demo,

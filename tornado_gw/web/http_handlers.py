@@ -23,6 +23,7 @@ from tornado_gw.core.access import MAX_CLOSE_REASON_BYTES
 from tornado_gw.core.ids import is_valid_channel, is_valid_id, user_channel
 from tornado_gw.core.protocol import FrameType
 from tornado_gw.ports import DependencyUnavailable, Publisher
+from tornado_gw.runtime.trail import Trail
 from tornado_gw.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class HttpContext:
     publisher: Publisher
     broadcast: Callable[[str, bytes], Awaitable[None]]  # the broker's publish: every instance
     end_sessions: Callable[[str], Awaitable[None]]  # the session store's delete_user (one, shared)
+    trail: Trail | None = None  # development mode: the debug window
 
 
 class _JsonHandler(RequestHandler):
@@ -62,6 +64,19 @@ class _JsonHandler(RequestHandler):
                 log.debug("! health check %s failed: %s", name, exc)
                 results[name] = "unreachable"
         return results
+
+
+class DebugSessionHandler(_JsonHandler):
+    """``GET /debug/sessions/{session_id}``: the session's state and last events
+    (development mode only; the route does not exist in production)."""
+
+    def get(self, session_id: str) -> None:
+        trail = self.context.trail
+        view = None if trail is None else trail.view(session_id)
+        if view is None:
+            self.reply(404, {"error": f"no session {session_id} on this instance"})
+        else:
+            self.reply(200, view)
 
 
 class RootHandler(_JsonHandler):

@@ -1,0 +1,82 @@
+"""The debug window (development mode only): each session's last events and its state,
+for ``GET /debug/sessions/{session_id}``, so that "why did this client not get that
+message" has an answer. Production never builds one: no ring per connection.
+
+A connection's ring fills from its first event; the session id (known once the auth
+operation loaded or made it) points at its latest connection, and a resume carries the
+previous connection's ring over. Rings are bounded: ``RING`` events each, at most
+``MAX_RINGS`` connections (the oldest forgotten first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+from tornado_gw.core import events as ev
+from tornado_gw.core import transitions
+from tornado_gw.core.state import Gateway
+
+RING = 50
+MAX_RINGS = 10_000
+
+
+class Trail:
+    def __init__(self, state: Gateway) -> None:
+        self._state = state
+        self._rings: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()  # conn id -> events
+        self._sessions: dict[str, str] = {}  # session id -> its latest connection
+
+    def observe(self, events: list[ev.Event]) -> None:
+        for event in events:
+            described = ev.describe(event)
+            for conn_id in _connections_of(event):
+                self._ring(conn_id).append(described)
+            if isinstance(event, (ev.SessionResumed, ev.SessionCreated)):
+                self._name(event.conn_id)
+
+    def view(self, session_id: str) -> dict[str, Any] | None:
+        """``{"state", "events"}`` of a session seen here; None for an unknown one."""
+        conn_id = self._sessions.get(session_id)
+        if conn_id is None:
+            return None
+        conn = self._state.connections.get(conn_id)
+        state = None if conn is None else {
+            "conn_id": conn.conn_id, "phase": conn.phase.value, "user_id": conn.user_id,
+            "session_id": conn.session_id, "conversations": sorted(conn.conversations),
+            "delivered": dict(conn.delivered), "token_expires_at": conn.token_expires_at,
+            "operation": None if conn.op is None else {
+                "kind": conn.op.kind, "step": transitions.step(conn), "requested": list(conn.op.requested),
+                "waiting": sorted(conn.op.waiting), "held": len(conn.op.buffer)},
+            "queued": len(conn.queued)}
+        return {"state": state, "events": list(self._rings.get(conn_id, ()))}
+
+    def _ring(self, conn_id: str) -> deque[dict[str, Any]]:
+        ring = self._rings.get(conn_id)
+        if ring is None:
+            ring = self._rings[conn_id] = deque(maxlen=RING)
+            if len(self._rings) > MAX_RINGS:
+                gone, _ = self._rings.popitem(last=False)
+                self._sessions = {s: c for s, c in self._sessions.items() if c != gone}
+        return ring
+
+    def _name(self, conn_id: str) -> None:
+        conn = self._state.connections.get(conn_id)
+        if conn is None or conn.session_id is None:
+            return
+        previous = self._sessions.get(conn.session_id)
+        if previous is not None and previous != conn_id and previous in self._rings:
+            ring = self._ring(conn_id)
+            self._rings[conn_id] = deque([*self._rings[previous], *ring], maxlen=RING)
+        self._sessions[conn.session_id] = conn_id
+
+
+def _connections_of(event: ev.Event) -> tuple[str, ...] | list[str]:
+    conn_id = getattr(event, "conn_id", None)
+    if conn_id is not None:
+        return (conn_id,)
+    if isinstance(event, ev.BrokerMessageApplied):
+        return [*event.delivered, *event.held]
+    if isinstance(event, ev.PresenceFrameHeld):
+        return event.held
+    return ()
