@@ -28,6 +28,8 @@ from tornado_gw.core.state import Connection, Gateway, Limits, Operation, Phase,
 
 @dataclass(frozen=True, slots=True)
 class Connected:
+    """A socket was accepted: a connection in ``connecting`` with a full token bucket."""
+
     conn_id: str
     at: float
     tokens: float
@@ -45,11 +47,15 @@ class FrameCounted:
 
 @dataclass(frozen=True, slots=True)
 class ClosingStarted:
+    """Nothing more is sent to it; its ``Disconnected`` follows when the socket closes."""
+
     conn_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
+    """The socket closed: the connection and its presence ownership are gone."""
+
     conn_id: str
 
 
@@ -62,6 +68,8 @@ class EndedByServer:
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
+    """A valid token: the connection belongs to ``user_id`` and has its own presence id."""
+
     conn_id: str
     user_id: str
     expires_at: float | None
@@ -70,12 +78,16 @@ class Authenticated:
 
 @dataclass(frozen=True, slots=True)
 class TokenRefreshed:
+    """A new token for the same user: only the expiry moves."""
+
     conn_id: str
     expires_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
 class SessionResumed:
+    """The session's snapshot was found: its conversations are asked for again."""
+
     conn_id: str
     session_id: str
     conversation_ids: tuple[str, ...]
@@ -84,17 +96,23 @@ class SessionResumed:
 
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
+    """No snapshot (or another user's): the connection's new session id is its session."""
+
     conn_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class CommandQueued:
+    """A client command waits for the running operation (state rule 4)."""
+
     conn_id: str
     command: Command
 
 
 @dataclass(frozen=True, slots=True)
 class QueuedCommandTaken:
+    """The oldest waiting command runs now."""
+
     conn_id: str
 
 
@@ -105,6 +123,8 @@ class ReleaseTaken:
 
 @dataclass(frozen=True, slots=True)
 class ConversationLeft:
+    """Unsubscribed or revoked; the channel's last seq is folded into ``forgotten_seq``."""
+
     conn_id: str
     conversation_id: str
 
@@ -123,6 +143,8 @@ class DeliveredForgotten:
 
 @dataclass(frozen=True, slots=True)
 class OperationStarted:
+    """An ``auth`` or ``subscribe`` operation begins (``transitions`` steps)."""
+
     conn_id: str
     kind: str
     requested: tuple[str, ...]
@@ -132,6 +154,8 @@ class OperationStarted:
 
 @dataclass(frozen=True, slots=True)
 class Granted:
+    """Membership known: the conversations granted, denied and added, the channels waited for."""
+
     conn_id: str
     granted: tuple[str, ...]
     denied: tuple[str, ...]
@@ -157,6 +181,8 @@ class WaitAbandoned:
 
 @dataclass(frozen=True, slots=True)
 class Replied:
+    """The reply went out: where each channel starts, and whether a replay is read."""
+
     conn_id: str
     delivered: tuple[tuple[str, int], ...]  # the start of each channel
     replaying: bool
@@ -177,11 +203,15 @@ class BufferTaken:
 
 @dataclass(frozen=True, slots=True)
 class OperationFinished:
+    """Done: held frames go out, waiting commands run."""
+
     conn_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class OperationAborted:
+    """Undone: a subscribe leaves things as they were, an auth leaves it ``connecting``."""
+
     conn_id: str
 
 
@@ -196,6 +226,8 @@ class Revoked:
 
 @dataclass(frozen=True, slots=True)
 class GapLostDuringOperation:
+    """A gap could not be filled: ``replay.done {recovered: false}`` once it is done."""
+
     conn_id: str
 
 
@@ -204,6 +236,8 @@ class GapLostDuringOperation:
 
 @dataclass(frozen=True, slots=True)
 class SubscriberAdded:
+    """The connection listens on the channel (the first one subscribes the broker)."""
+
     channel: str
     conn_id: str
 
@@ -218,11 +252,15 @@ class SubscriberRemoved:
 
 @dataclass(frozen=True, slots=True)
 class ChannelWentLive:
+    """The broker confirmed the channel."""
+
     channel: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelAnsweredUnconfirmed:
+    """An operation answered before the channel was live: read it back from ``seq``."""
+
     channel: str
     seq: int
 
@@ -251,63 +289,77 @@ class PresenceFrameHeld:
 
 @dataclass(frozen=True, slots=True)
 class BrokerMessageHeld:
+    """A broker frame newer than a pending gap read waits for it."""
+
     message: BrokerMessage
 
 
 @dataclass(frozen=True, slots=True)
 class GapPageHeld:
+    """A page of a gap read waits for the other gap reads."""
+
     messages: tuple[BrokerMessage, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class GapRequested:
-    pass
+    """A gap read (``LoadGap``) went out: broker frames wait for its answer."""
 
 
 @dataclass(frozen=True, slots=True)
 class GapAnswered:
-    pass
+    """The last page of a gap read arrived."""
 
 
 @dataclass(frozen=True, slots=True)
 class GapHeldReleased:
-    pass
+    """Every gap read answered: the frames held meanwhile go out, merged by seq."""
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerWentDown:
-    pass
+    """The broker connection was lost: the gap starts at the highest seq seen."""
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerCameBack:
-    pass
+    """The broker is back: presence is re-created at the next tick, the gap is read."""
 
 
 @dataclass(frozen=True, slots=True)
 class LogHeadLearnt:
+    """The durable log's head seq (at start-up)."""
+
     seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshScheduled:
+    """Presence and snapshots of live sessions are refreshed again at ``next_at``."""
+
     next_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class TypingSeen:
+    """``user_id`` types in the conversation (known here at once, or echoed by the broker)."""
+
     conversation_id: str
     user_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class TypingEnded:
+    """``typing.stop`` arrived from the broker."""
+
     conversation_id: str
     user_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class TypingForgotten:
+    """Nobody here watches the conversation any more: its typists are forgotten."""
+
     conversation_id: str
 
 
@@ -316,22 +368,30 @@ class TypingForgotten:
 
 @dataclass(frozen=True, slots=True)
 class RoomOpened:
+    """The conversation's channel is live here: its presence is followed."""
+
     conversation_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RoomCountForgotten:
+    """After a broker outage the count is asked for again."""
+
     conversation_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RoomDue:
+    """When the room's open batch (or count) leaves; None: nothing due."""
+
     conversation_id: str
     due_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
 class TransitionReceived:
+    """The store's ``presence.transition``: the count after it, batched joins and leaves."""
+
     conversation_id: str
     count: int
     joins: tuple[str, ...]
@@ -340,6 +400,8 @@ class TransitionReceived:
 
 @dataclass(frozen=True, slots=True)
 class RoomBatchTaken:
+    """The open batch was netted and sent (or dropped by a relist)."""
+
     conversation_id: str
     diffed: bool  # by a presence.diff: a page shown before it is covered (rule 5)
 
@@ -351,18 +413,24 @@ class RoomPageShown:
 
 @dataclass(frozen=True, slots=True)
 class RoomSent:
+    """A presence frame went out with the current count."""
+
     conversation_id: str
     at: float
 
 
 @dataclass(frozen=True, slots=True)
 class RoomListing:
+    """Diffs list users (or, for a large room, carry the count only)."""
+
     conversation_id: str
     listing: bool
 
 
 @dataclass(frozen=True, slots=True)
 class RoomRelisting:
+    """Waiting for the whole list after a large room shrank (or it arrived)."""
+
     conversation_id: str
     relisting: bool
 
