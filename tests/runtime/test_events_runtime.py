@@ -54,6 +54,12 @@ async def test_the_trail_keeps_a_sessions_last_events_across_a_resume() -> None:
         session_id = (await rt.wait_for(a, "auth.success"))[0]["payload"]["session_id"]
         rt.subscribe(a, "c1")
         await rt.wait_for(a, "subscribed")
+        seq = await rt.publish("c1")
+        await rt.wait_for(a, "message.new")
+        view = window.view(session_id)
+        assert view is not None
+        [message] = [event for event in view["events"] if event["type"] == "BrokerMessageApplied"]
+        assert (message["channel"], message["seq"], message["delivered"]) == ("conv:c1", seq, [a])
         rt.submit(c.Disconnect(a, now()))
         assert window.view(session_id) == {"state": None, "events": window.view(session_id)["events"]}
         b = rt.connect()

@@ -2,14 +2,18 @@
 for ``GET /debug/sessions/{session_id}``, so that "why did this client not get that
 message" has an answer. Production never builds one: no ring per connection.
 
-A connection's ring fills from its first event; the session id (known once the auth
-operation loaded or made it) points at its latest connection, and a resume carries the
-previous connection's ring over. Rings are bounded: ``RING`` events each, at most
-``MAX_RINGS`` connections (the oldest forgotten first).
+A connection's ring (made at its first event) keeps its own events, the objects
+themselves, numbered; the messages of the broker go to one shared ring, with the
+connections that got or held each, and a view merges in those of the connection's
+channels: what it got, and what it did not. No work per recipient. The session id
+(known once the auth operation loaded or made it) points at its latest connection;
+a resume carries the previous connection's ring over. Bounded: ``RING`` events per
+connection, ``MESSAGES`` broker messages, ``MAX_RINGS`` connections (oldest first out).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -18,20 +22,28 @@ from tornado_gw.core import transitions
 from tornado_gw.core.state import Gateway
 
 RING = 50
+MESSAGES = 1_000
 MAX_RINGS = 10_000
+Numbered = tuple[int, ev.Event]
+_MESSAGES = (ev.BrokerMessageApplied, ev.PresenceFrameHeld)
 
 
 class Trail:
     def __init__(self, state: Gateway) -> None:
         self._state = state
-        self._rings: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()  # conn id -> events
+        self._count = itertools.count()
+        self._rings: OrderedDict[str, deque[Numbered]] = OrderedDict()  # conn id -> its events
+        self._messages: deque[Numbered] = deque(maxlen=MESSAGES)
         self._sessions: dict[str, str] = {}  # session id -> its latest connection
 
     def observe(self, events: list[ev.Event]) -> None:
         for event in events:
-            described = ev.describe(event)
-            for conn_id in _connections_of(event):
-                self._ring(conn_id).append(described)
+            if isinstance(event, _MESSAGES):
+                self._messages.append((next(self._count), event))
+                continue
+            conn_id = getattr(event, "conn_id", None)
+            if conn_id is not None:
+                self._ring(conn_id).append((next(self._count), event))
             if isinstance(event, (ev.SessionResumed, ev.SessionCreated)):
                 self._name(event.conn_id)
 
@@ -49,9 +61,16 @@ class Trail:
                 "kind": conn.op.kind, "step": transitions.step(conn), "requested": list(conn.op.requested),
                 "waiting": sorted(conn.op.waiting), "held": len(conn.op.buffer)},
             "queued": len(conn.queued)}
-        return {"state": state, "events": list(self._rings.get(conn_id, ()))}
+        channels = set(conn.delivered) if conn is not None else set()
+        own = list(self._rings.get(conn_id, ()))
+        since = own[0][0] if own else 0
+        mine = [(n, event) for n, event in self._messages if n > since and (
+            event.channel in channels or conn_id in event.held
+            or conn_id in getattr(event, "delivered", ()))]
+        merged = sorted(own + mine, key=lambda numbered: numbered[0])[-RING:]
+        return {"state": state, "events": [ev.describe(event) for _n, event in merged]}
 
-    def _ring(self, conn_id: str) -> deque[dict[str, Any]]:
+    def _ring(self, conn_id: str) -> deque[Numbered]:
         ring = self._rings.get(conn_id)
         if ring is None:
             ring = self._rings[conn_id] = deque(maxlen=RING)
@@ -69,14 +88,3 @@ class Trail:
             ring = self._ring(conn_id)
             self._rings[conn_id] = deque([*self._rings[previous], *ring], maxlen=RING)
         self._sessions[conn.session_id] = conn_id
-
-
-def _connections_of(event: ev.Event) -> tuple[str, ...] | list[str]:
-    conn_id = getattr(event, "conn_id", None)
-    if conn_id is not None:
-        return (conn_id,)
-    if isinstance(event, ev.BrokerMessageApplied):
-        return [*event.delivered, *event.held]
-    if isinstance(event, ev.PresenceFrameHeld):
-        return event.held
-    return ()
