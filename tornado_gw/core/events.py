@@ -810,9 +810,12 @@ def describe(event: Event) -> dict[str, Any]:
     return out
 
 
+DESCRIBED_BYTES = 200  # of a frame's data in a description: enough to tell which message
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
+        return value[:DESCRIBED_BYTES].decode(errors="replace")
     if isinstance(value, (tuple, list, frozenset, set)):
         return [_plain(v) for v in (sorted(value) if isinstance(value, (frozenset, set)) else value)]
     if value is None or isinstance(value, (str, int, float, bool)):

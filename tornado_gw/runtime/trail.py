@@ -25,7 +25,10 @@ RING = 50
 MESSAGES = 1_000
 MAX_RINGS = 10_000
 Numbered = tuple[int, ev.Event]
-_MESSAGES = (ev.BrokerMessageApplied, ev.PresenceFrameHeld)
+# a broker message as the trail keeps it: no payload (a ring of 1,000 large frames is
+# megabytes): number, type, channel, seq, frame type, who got it, whose operation held it
+Ids = tuple[str, ...] | list[str]
+Message = tuple[int, str, str, int | None, str, Ids, Ids]
 
 
 class Trail:
@@ -33,13 +36,18 @@ class Trail:
         self._state = state
         self._count = itertools.count()
         self._rings: OrderedDict[str, deque[Numbered]] = OrderedDict()  # conn id -> its events
-        self._messages: deque[Numbered] = deque(maxlen=MESSAGES)
+        self._messages: deque[Message] = deque(maxlen=MESSAGES)
         self._sessions: dict[str, str] = {}  # session id -> its latest connection
 
     def observe(self, events: list[ev.Event]) -> None:
         for event in events:
-            if isinstance(event, _MESSAGES):
-                self._messages.append((next(self._count), event))
+            if isinstance(event, ev.BrokerMessageApplied):
+                self._messages.append((next(self._count), "BrokerMessageApplied", event.channel, event.seq,
+                                       event.kind, event.delivered, event.held))
+                continue
+            if isinstance(event, ev.PresenceFrameHeld):
+                self._messages.append((next(self._count), "PresenceFrameHeld", event.channel, None,
+                                       event.kind, (), event.held))
                 continue
             conn_id = getattr(event, "conn_id", None)
             if conn_id is not None:
@@ -64,11 +72,13 @@ class Trail:
         channels = set(conn.delivered) if conn is not None else set()
         own = list(self._rings.get(conn_id, ()))
         since = own[0][0] if own else 0
-        mine = [(n, event) for n, event in self._messages if n > since and (
-            event.channel in channels or conn_id in event.held
-            or conn_id in getattr(event, "delivered", ()))]
-        merged = sorted(own + mine, key=lambda numbered: numbered[0])[-RING:]
-        return {"state": state, "events": [ev.describe(event) for _n, event in merged]}
+        described = [(n, ev.describe(event)) for n, event in own]
+        described += [(n, {"type": kind, "channel": channel, "seq": seq, "kind": frame_type,
+                            "delivered": list(delivered), "held": list(held)})
+                      for n, kind, channel, seq, frame_type, delivered, held in self._messages
+                      if n > since and (channel in channels or conn_id in held or conn_id in delivered)]
+        described.sort(key=lambda numbered: numbered[0])
+        return {"state": state, "events": [event for _n, event in described[-RING:]]}
 
     def _ring(self, conn_id: str) -> deque[Numbered]:
         ring = self._rings.get(conn_id)
