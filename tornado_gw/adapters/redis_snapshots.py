@@ -304,8 +304,8 @@ class RedisSessions(_RedisStore):
             args: list[ScriptArg] = [ttl_ms + _INDEX_SLACK_MS, *(s.session_id for s in mine)]
             await self._index(keys=[user_sessions_key(self._prefix, user_id)], args=args, client=pipe)
             for snapshot in mine:
-                pipe.set(session_key(self._prefix, snapshot.session_id), ujson.dumps(snapshot_record(snapshot)),
-                         px=ttl_ms)
+                value = ujson.dumps(snapshot_record(snapshot))
+                pipe.set(session_key(self._prefix, snapshot.session_id), value, px=ttl_ms)
         with unavailable("save session"):
             await pipe.execute()
 

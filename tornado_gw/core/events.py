@@ -408,6 +408,9 @@ class RoomBatchTaken:
 
 @dataclass(frozen=True, slots=True)
 class RoomPageShown:
+    """A ``presence.state`` page went out to a local client: the next diff reports each
+    user its batch touched by their final state (rule 5)."""
+
     conversation_id: str
 
 

@@ -1,9 +1,10 @@
 """Commands in, events and effects out: decide, evolve, react.
 
 ``handle(state, command)`` decides what the command means for the state: a
-client command is checked against the transition table (``transitions.py``)
-and may be refused with a ``ClientError`` before anything changes (it becomes
-an ``error`` frame). What it settles on is a list of events, each applied by
+client command is first checked against the transition table and the limits on
+a read-only view (``refusals.py``) and may be refused with a ``ClientError``
+before anything changes (it becomes an ``error`` frame); the handler that runs
+after that never refuses. What it settles on is a list of events, each applied by
 ``events.evolve`` (the only code that changes state) as it is recorded, and
 the effects that follow from them. Client commands for a connection that has a
 slow operation running wait in its queue and run, in order, when it finishes
@@ -20,11 +21,12 @@ from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import events as ev
 from tornado_gw.core.access import close as _close
-from tornado_gw.core.errors import ClientError, Forbidden, TooManySubscriptions
+from tornado_gw.core.errors import ClientError
 from tornado_gw.core.events import record
 from tornado_gw.core.fanout import deliver_broker_message, deliver_gap, tick
 from tornado_gw.core.ids import conv_channel, user_channel
 from tornado_gw.core.protocol import CloseCode, ErrorCode
+from tornado_gw.core.refusals import refuse
 from tornado_gw.core.state import Connection, Gateway, Phase
 
 Effects = list[fx.Effect]
@@ -85,10 +87,11 @@ def _client_command(state: Gateway, conn: Connection, cmd: c.Command, out: Effec
                 _ref_type(cmd))))
         return
     try:
-        transitions.require(cmd, conn.phase)
-        _CLIENT_HANDLERS[type(cmd)](state, conn, cmd, out)
+        refuse(conn, state.limits, cmd)
     except ClientError as exc:
         out.append(fx.SendFrame(conn.conn_id, frames.error(exc.code, exc.message, _ref_type(cmd))))
+        return
+    _CLIENT_HANDLERS[type(cmd)](state, conn, cmd, out)
 
 
 def _run_queued(state: Gateway, conn_id: str, out: Effects) -> None:
@@ -105,14 +108,6 @@ _REF_TYPES = {c.Subscribe: "subscribe", c.Unsubscribe: "unsubscribe", c.Typing: 
 
 def _ref_type(cmd: c.Command) -> str:
     return _REF_TYPES.get(type(cmd), "auth")
-
-
-def _require_subscribed(conn: Connection, conversation_id: str, action: str) -> str:
-    user_id = conn.user_id
-    assert user_id is not None  # authenticated: the transition table let it through
-    if conversation_id not in conn.conversations:
-        raise Forbidden(f"can't {action}: not subscribed to conversation {conversation_id}")
-    return user_id
 
 
 def _authenticate(state: Gateway, conn: Connection, cmd: c.Authenticate, out: Effects) -> None:
@@ -145,11 +140,6 @@ def _reject_auth(state: Gateway, conn: Connection, code: str, message: str, out:
 
 
 def _subscribe(state: Gateway, conn: Connection, cmd: c.Subscribe, out: Effects) -> None:
-    new = [cid for cid in cmd.conversation_ids if cid not in conn.conversations]
-    limit = state.limits.max_subscriptions
-    if len(conn.conversations) + len(new) > limit:
-        raise TooManySubscriptions(f"can't subscribe: {len(conn.conversations)} + {len(new)} "
-                                   f"conversations is over the limit of {limit}")
     operations.begin(state, conn, "subscribe", cmd.conversation_ids, cmd.last_seq, cmd.at)
     operations.start(state, conn, cmd.at, out)
 
@@ -163,7 +153,8 @@ def _unsubscribe(state: Gateway, conn: Connection, cmd: c.Unsubscribe, out: Effe
 
 
 def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> None:
-    user_id = _require_subscribed(conn, cmd.conversation_id, "type")
+    user_id = conn.user_id
+    assert user_id is not None  # refuse: authenticated and subscribed
     if presence.is_large(state, cmd.conversation_id):
         return  # accepted, neither stored nor fanned out (CONTRACT §3)
     # Known as typing here at once, not only when the broker echoes typing.start: a
@@ -173,7 +164,6 @@ def _typing(state: Gateway, conn: Connection, cmd: c.Typing, out: Effects) -> No
 
 
 def _presence_query(state: Gateway, conn: Connection, cmd: c.PresenceQuery, out: Effects) -> None:
-    _require_subscribed(conn, cmd.conversation_id, "query presence")
     out.append(fx.QueryPresence(conn.conn_id, cmd.conversation_id, cmd.after, cmd.limit))
 
 
