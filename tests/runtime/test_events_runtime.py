@@ -77,3 +77,19 @@ async def test_the_trail_keeps_a_sessions_last_events_across_a_resume() -> None:
         assert view["events"][-1] == {"type": "FrameCounted", "conn_id": b, "at": view["events"][-1]["at"],
                                       "tokens": view["events"][-1]["tokens"], "warned": False}
         assert window.view("s-unknown") is None
+
+
+async def test_the_trail_forgets_the_oldest_sessions_past_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Development mode under many short connections: rings and names stay bounded."""
+    monkeypatch.setattr(trail, "MAX_RINGS", 3)
+    async with Runtime() as rt:
+        window = Trail(rt.dispatcher.state)
+        rt.dispatcher.observe = window.observe
+        sessions = []
+        for user in ("u1", "u2", "u3", "u4", "u5"):
+            conn_id = rt.connect()
+            rt.auth(conn_id, user)
+            sessions.append((await rt.wait_for(conn_id, "auth.success"))[0]["payload"]["session_id"])
+            rt.submit(c.Disconnect(conn_id, now()))
+        assert [window.view(s) is not None for s in sessions] == [False, False, True, True, True]
+        assert len(window._rings) == 3 and len(window._named) == 3

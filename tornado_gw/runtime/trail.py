@@ -38,6 +38,7 @@ class Trail:
         self._rings: OrderedDict[str, deque[Numbered]] = OrderedDict()  # conn id -> its events
         self._messages: deque[Message] = deque(maxlen=MESSAGES)
         self._sessions: dict[str, str] = {}  # session id -> its latest connection
+        self._named: dict[str, str] = {}  # connection -> the session it was named for
 
     def observe(self, events: list[ev.Event]) -> None:
         for event in events:
@@ -86,7 +87,9 @@ class Trail:
             ring = self._rings[conn_id] = deque(maxlen=RING)
             if len(self._rings) > MAX_RINGS:
                 gone, _ = self._rings.popitem(last=False)
-                self._sessions = {s: c for s, c in self._sessions.items() if c != gone}
+                session_id = self._named.pop(gone, None)
+                if session_id is not None and self._sessions.get(session_id) == gone:
+                    del self._sessions[session_id]
         return ring
 
     def _name(self, conn_id: str) -> None:
@@ -98,3 +101,4 @@ class Trail:
             ring = self._ring(conn_id)
             self._rings[conn_id] = deque([*self._rings[previous], *ring], maxlen=RING)
         self._sessions[conn.session_id] = conn_id
+        self._named[conn_id] = conn.session_id
