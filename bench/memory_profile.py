@@ -164,7 +164,7 @@ def one_connection(server: GatewayServer) -> None:
 async def run(args: argparse.Namespace) -> None:
     port = free_port()
     env = {**os.environ, **GW_LIMITS, "REDIS_HOST": args.redis, "JWT_SECRET": JWT_SECRET,
-           "WSGATEWAY_PREFIX": f"memprof-{uuid.uuid4().hex[:8]}:", "MODE": "development"}
+           "WSGATEWAY_PREFIX": f"memprof-{uuid.uuid4().hex[:8]}:"}
     env.pop("POSTGRES_DSN", None)
     settings = load_settings({"port": str(port)}, env, None)
     server = GatewayServer(settings, await build_wiring(settings))

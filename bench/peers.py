@@ -28,8 +28,11 @@ from bench.workload import JWT_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "bench" / "peers"
-# tornado_gw settings (WSGATEWAY_ + name) lifted so the limits never shape the figures.
+# tornado_gw settings for every benchmark: production mode, what deployments run (development
+# mode keeps a debug trail of each connection's last events), with any user in any conversation
+# (no membership table), and the limits (WSGATEWAY_ + name) lifted so they never shape the figures.
 GW_LIMITS = {
+    "MODE": "production", "WSGATEWAY_AUTHORIZATION": "none",
     "WSGATEWAY_RATE_LIMIT_PER_S": "100000", "WSGATEWAY_RATE_LIMIT_BURST": "100000",
     "WSGATEWAY_IDLE_TIMEOUT_S": "3600", "WSGATEWAY_AUTH_TIMEOUT_S": "300",
     "WSGATEWAY_OUTBOUND_BUFFER_BYTES": str(64 * 1024 * 1024), "WSGATEWAY_MAX_SUBSCRIPTIONS": "1000",
@@ -57,7 +60,7 @@ class Peer:
 
     def command(self, port: int, prefix: str, redis_host: str) -> tuple[list[str], dict[str, str]]:
         env = {**os.environ, "REDIS_HOST": redis_host, "JWT_SECRET": JWT_SECRET,
-               "WSGATEWAY_PREFIX": prefix, "MODE": "development", "LOGGER_LEVEL": "warning"}
+               "WSGATEWAY_PREFIX": prefix, "LOGGER_LEVEL": "warning"}
         if self.name == "naive":
             script = str(PEERS_DIR / "naive_tornado.py")
             return [sys.executable, script, f"--port={port}", "--logging=warning"], env
