@@ -27,11 +27,14 @@ import asyncio
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -215,6 +218,23 @@ def _published(conn: psycopg.Connection, outbox: Outbox, timeout_s: float) -> No
         time.sleep(0.05)
 
 
+@contextmanager
+def _profiled(pid: int, output: str | None) -> Iterator[None]:
+    """``py-spy record`` of ``pid`` meanwhile, as collapsed stacks in ``output`` (None: no profile)."""
+    if output is None:
+        yield
+        return
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                            "--format", "raw", "--rate", "200", "--output", output, "--nonblocking"],
+                           stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the storm starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 async def _close_all(clients: list[Client]) -> None:
     for i in range(0, len(clients), CONNECT_BATCH):
         await asyncio.gather(*(c.close() for c in clients[i:i + CONNECT_BATCH]), return_exceptions=True)
@@ -249,7 +269,8 @@ async def storm(args: argparse.Namespace) -> dict[str, Any]:
         pids = procstat.tree(gateway_b.proc.pid)
         cpu0, pg0 = procstat.cpu_us(pids), _pg_statements(conn)
         redis0 = _redis_calls(await redis.info("commandstats"))
-        wall_s = await _run_storm(on_b, resumers)
+        with _profiled(gateway_b.proc.pid, args.py_spy):
+            wall_s = await _run_storm(on_b, resumers)
         cpu_s = (procstat.cpu_us(pids) - cpu0) / 1e6
         redis_calls = _redis_calls(await redis.info("commandstats")) - redis0
         pg_calls = _pg_statements(conn) - pg0
@@ -282,6 +303,8 @@ def main() -> None:
     parser.add_argument("--per-conversation", type=int, default=10, help="clients sharing a conversation")
     parser.add_argument("--missed", type=int, default=3, help="events each conversation gets while down")
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379"))
+    parser.add_argument("--py-spy", metavar="FILE", help="profile gateway B during the storm: collapsed "
+                        "stacks in FILE (needs py-spy in the venv; its sampling costs the gateway CPU)")
     args = parser.parse_args()
     raise_fd_limit()
     try:
