@@ -238,8 +238,9 @@ def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
             # The old connection's entries go once the new ones stand; not while that
             # connection is still open here (a client resuming over a half-open one).
             conn.op.previous_presence_id = snapshot.presence_id
-    else:
+    else:  # none, or one whose resume cannot go on (its membership could not be checked)
         conn.session_id = conn.new_session_id
+        conn.op.resumed, conn.op.requested, conn.op.previous_presence_id = False, (), None
     operations.start(state, conn, conn.op, cmd.at, out)
 
 
@@ -303,8 +304,10 @@ def _effect_failed(state: Gateway, cmd: c.EffectFailed, out: Effects) -> None:
             return
         if conn.op.kind == "subscribe":
             operations.abort(state, conn, "membership could not be checked", out)
-        else:  # a resume: its conversations are not restored (fail closed)
-            operations.grant(state, conn, frozenset(), cmd.at, out)
+        else:  # a resume: fail closed, and say so. A new session, as when the session
+            # cannot be read (not ``resumed: true`` without its conversations, which a
+            # client takes for removals); its snapshot stays for a later resume.
+            _session_loaded(state, c.SessionLoaded(conn.conn_id, None, cmd.at), out)
     elif isinstance(effect, fx.QueryPresence):
         conn = state.connections.get(effect.conn_id)
         if conn is not None and conn.phase is not Phase.CLOSING:
