@@ -162,8 +162,7 @@ def test_membership_grants_only_the_users_conversations(pg_settings: Settings) -
     run(scenario())
 
 
-def test_concurrent_membership_lookups_share_round_trips_and_each_gets_its_own_answer(
-        pg_settings: Settings) -> None:
+def test_membership_allowed_many_answers_each_user_in_one_query(pg_settings: Settings) -> None:
     """A resume storm asks for thousands of users at once (bench/resume_storm.py)."""
     members(pg_settings, [(f"c{n % 7}", f"u{n}") for n in range(300)])
 
@@ -178,10 +177,10 @@ def test_concurrent_membership_lookups_share_round_trips_and_each_gets_its_own_a
                 return await query(*args)
 
             pg.db.query = counted  # type: ignore[method-assign]
-            answers = await asyncio.gather(*(pg.membership.allowed(f"u{n}", [f"c{n % 7}", f"c{(n + 1) % 7}"])
-                                             for n in range(300)))
-            assert answers == [{f"c{n % 7}"} for n in range(300)]
-            assert queries <= 3
+            asked = [(f"u{n}", [f"c{n % 7}", f"c{(n + 1) % 7}", f"c{n % 7}"]) for n in range(300)]
+            assert await pg.membership.allowed_many(asked) == [{f"c{n % 7}"} for n in range(300)]
+            assert queries == 1
+            assert await pg.membership.allowed_many([("u1", []), ("nobody", ["c1"])]) == [set(), set()]
 
     run(scenario())
 

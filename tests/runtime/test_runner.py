@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.runtime.rig import Fail, Hang, Runtime
-from tornado_gw.adapters.memory import MemorySessions
+from tests.runtime.rig import Fail, Hang, RoundTrips, Runtime
+from tornado_gw.adapters.memory import AllowAllMembership, MemorySessions
 from tornado_gw.core import commands as c
 from tornado_gw.core import operations
 from tornado_gw.core.records import SessionSnapshot
@@ -200,3 +200,25 @@ async def test_a_resume_storm_keeps_each_store_within_its_share_of_connections()
         await rt.wait_for(conns[-1], "auth.success", timeout_s=3.0)
         await asyncio.gather(*(rt.wait_for(conn_id, "auth.success") for conn_id in conns))
         assert 1 < sessions.most <= effects.READS_PER_STORE
+
+
+async def test_a_resume_storm_is_answered_in_batches_within_the_read_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 resumes at once with stores 20 ms away: one read per turn (32 turns) needs
+    0.6 s, past the deadline; the reads waiting for a turn go together when one gets it."""
+    monkeypatch.setattr(effects, "READ_DEADLINE_S", 0.5)
+    monkeypatch.setattr(operations, "OP_DEADLINE_S", 5.0)
+    stored = MemorySessions()
+    await stored.save([SessionSnapshot(f"s{n}", f"u{n}", ("c1",)) for n in range(1000)], 60.0)
+    sessions, membership = RoundTrips(stored, 0.02), RoundTrips(AllowAllMembership(), 0.02)
+    async with Runtime(Limits(check_membership=True), sessions=sessions, membership=membership) as rt:
+        conns = [rt.connect() for _ in range(1000)]
+        for n, conn_id in enumerate(conns):
+            rt.auth(conn_id, f"u{n}", session_id=f"s{n}", last_seq=0)
+        for conn_id in conns:
+            await rt.wait_for(conn_id, "replay.done", timeout_s=5.0)
+        answers = [rt.frames(conn_id, "auth.success")[0]["payload"] for conn_id in conns]
+        assert [(a["resumed"], a["conversation_ids"]) for a in answers] == [(True, ["c1"])] * 1000
+        reads = sessions.calls["load"] + sessions.calls["load_many"]
+        reads += membership.calls["allowed"] + membership.calls["allowed_many"]
+        assert reads <= 200  # of 2,000 reads

@@ -9,7 +9,10 @@ Three kinds of work, none of which can stall another:
   and each write has a deadline; refreshes that pile up merge and go in chunks.
 - **Reads** (session loads, presence queries, membership, replays, gap fills) run
   concurrently, off the ordered lanes, each within its deadline; at most
-  ``MAX_READS`` waiting and ``READS_PER_STORE`` in each store at once.
+  ``MAX_READS`` waiting and ``READS_PER_STORE`` in each store at once. Session
+  loads and membership checks that wait for a turn go together when one gets it
+  (up to ``READ_BATCH`` in one store call): in a resume storm the turns, not the
+  stores, were the limit (32 reads per turn of a busy event loop, 10,000 waiting).
 
 Whatever fails, is late or finds its lane full comes back to the reducer as
 ``EffectFailed``, which answers what waited for it, so every request gets a
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +49,7 @@ WRITES_AT_ONCE = 32  # writes in the stores at once, over all lanes
 LANE_DEPTH = 1_000  # writes queued per lane
 MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
+READ_BATCH = 1_000  # session loads or membership checks answered by one store call
 
 Write = fx.SaveSession | fx.DeleteSession | presence_writes.PresenceWrite
 Read = reads.Read | fx.LoadGap
@@ -89,6 +94,8 @@ class EffectRunner:
         self._reads: set[asyncio.Task[None]] = set()
         self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
                             for kind in ("sessions", "presence", "membership", "log")}
+        self._batches: dict[type, deque[tuple[reads.Batchable, asyncio.Future[c.Command]]]] = {
+            kind: deque() for kind in reads.BATCHABLE}
 
     async def stop(self, timeout_s: float) -> None:
         """Finish the queued writes (sessions saved on shutdown), then stop."""
@@ -166,8 +173,40 @@ class EffectRunner:
             self._submit(answer)
 
     async def _in_turn(self, effect: reads.Read) -> c.Command:
-        async with self._read_turns[reads.STORE_OF[type(effect)]]:
-            return await reads.answer(self._adapters, effect)
+        turn = self._read_turns[reads.STORE_OF[type(effect)]]
+        if not isinstance(effect, reads.BATCHABLE):
+            async with turn:
+                return await reads.answer(self._adapters, effect)
+        batch = self._batches[type(effect)]
+        answer: asyncio.Future[c.Command] = asyncio.get_running_loop().create_future()
+        batch.append((effect, answer))
+        try:
+            async with turn:
+                if batch:  # this turn answers the reads waiting, its own unless a turn before took it
+                    await self._answer_batch(batch, answer)
+            return await answer
+        finally:
+            answer.cancel()  # past its deadline: no later batch asks for it (a no-op once answered)
+
+    async def _answer_batch(self, batch: deque[tuple[reads.Batchable, asyncio.Future[c.Command]]],
+                            mine: asyncio.Future[c.Command]) -> None:
+        taken = [batch.popleft() for _ in range(min(len(batch), READ_BATCH))]
+        taken = [(effect, answer) for effect, answer in taken if not answer.done()]  # not past their deadline
+        try:
+            commands = await reads.answer_many(self._adapters, [effect for effect, _ in taken])
+        except asyncio.CancelledError:  # this read's deadline: the others of its batch were as late
+            for _, answer in taken:
+                if answer is not mine and not answer.done():
+                    answer.set_exception(asyncio.TimeoutError("its batch was not answered in time"))
+            raise
+        except Exception as exc:  # a dependency failed: each read of the batch reports it
+            for _, answer in taken:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), command in zip(taken, commands, strict=True):
+            if not answer.done():
+                answer.set_result(command)
 
 
 def _lane_of(effect: Write) -> Hashable:
