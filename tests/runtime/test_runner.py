@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from tests.runtime.rig import Fail, Hang, RoundTrips, Runtime
 from tornado_gw.adapters.memory import AllowAllMembership, MemorySessions
 from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
 from tornado_gw.core import operations
 from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.core.state import Limits
@@ -222,3 +224,21 @@ async def test_a_resume_storm_is_answered_in_batches_within_the_read_deadline(
         reads = sessions.calls["load"] + sessions.calls["load_many"]
         reads += membership.calls["allowed"] + membership.calls["allowed_many"]
         assert reads <= 200  # of 2,000 reads
+
+
+async def test_session_saves_queued_behind_a_slow_write_merge_in_linear_time_and_the_newest_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume storm queues one save per client behind the running one (10,000 took the
+    event loop seconds when each merge rebuilt the queued write)."""
+    monkeypatch.setattr(effects, "WRITE_DEADLINE_S", 10.0)
+    stored = MemorySessions()
+    sessions = RoundTrips(stored, 0.05)
+    async with Runtime(sessions=sessions) as rt:
+        started = time.perf_counter()
+        for n in range(20_000):
+            rt.runner.perform([fx.SaveSession((SessionSnapshot(f"s{n % 10_000}", "u", (f"c{n}",)),), 60.0)])
+        assert time.perf_counter() - started < 2.0
+        await rt.runner.stop(5.0)
+    assert sessions.calls["save"] == 1 + 10_000 // effects.SESSION_CHUNK  # the first, then the merged ones
+    assert [(await stored.load(f"s{n}")) for n in (0, 9_999)] == [
+        SessionSnapshot("s0", "u", ("c10000",)), SessionSnapshot("s9999", "u", ("c19999",))]
