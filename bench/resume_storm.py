@@ -230,12 +230,14 @@ def _published(conn: psycopg.Connection, outbox: Outbox, timeout_s: float) -> No
 
 @contextmanager
 def _profiled(pid: int, output: str | None) -> Iterator[None]:
-    """``py-spy record`` of ``pid`` meanwhile, as collapsed stacks in ``output`` (None: no profile)."""
+    """``py-spy record`` of ``pid`` meanwhile, into ``output`` (None: no profile): collapsed
+    stacks, or a speedscope profile (samples in time order) when it ends in ``.json``."""
     if output is None:
         yield
         return
+    kind = "speedscope" if output.endswith(".json") else "raw"
     spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                            "--format", "raw", "--rate", "200", "--output", output, "--nonblocking"],
+                            "--format", kind, "--rate", "200", "--output", output, "--nonblocking"],
                            stdout=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the storm starts
     try:
