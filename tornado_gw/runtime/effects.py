@@ -125,13 +125,13 @@ class EffectRunner:
         for effect in effects:
             if isinstance(effect, fx.Deliver):
                 self._transport.send_many(effect.conn_ids, effect.data)
-                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame_type)).inc(len(effect.conn_ids))
+                metrics.count_frames_out(metrics.frame_type_label(effect.frame_type), len(effect.conn_ids))
             elif isinstance(effect, fx.SendFrame):
                 self._transport.send(effect.conn_id, self._encode(effect.frame))
-                metrics.FRAMES_OUT.labels(metrics.frame_type_label(effect.frame["type"])).inc()
+                metrics.count_frames_out(metrics.frame_type_label(effect.frame["type"]))
             elif isinstance(effect, fx.SendReplay):
                 self._transport.send_paced(effect.conn_id, effect.frames)
-                metrics.FRAMES_OUT.labels("replay").inc(len(effect.frames))
+                metrics.count_frames_out("replay", len(effect.frames))
             elif isinstance(effect, fx.CloseConnection):
                 self._transport.close(effect.conn_id, int(effect.code), effect.reason)
             elif isinstance(effect, fx.SubscribeChannel):
