@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -242,3 +243,17 @@ async def test_session_saves_queued_behind_a_slow_write_merge_in_linear_time_and
     assert sessions.calls["save"] == 1 + 10_000 // effects.SESSION_CHUNK  # the first, then the merged ones
     assert [(await stored.load(f"s{n}")) for n in (0, 9_999)] == [
         SessionSnapshot("s0", "u", ("c10000",)), SessionSnapshot("s9999", "u", ("c19999",))]
+
+
+def test_failures_of_one_kind_are_logged_once_a_second_with_how_many_were_kept_quiet(
+        caplog: pytest.LogCaptureFixture) -> None:
+    failures = effects.FailureLog(every_s=0.05)
+    with caplog.at_level(logging.WARNING, logger=effects.log.name):
+        for _ in range(1000):
+            failures.warn("JoinPresence", "store lane full")
+        failures.warn("LoadSession", "no answer within 4 s")
+        time.sleep(0.06)
+        failures.warn("JoinPresence", "store lane full")
+    assert [r.getMessage() for r in caplog.records] == [
+        "! JoinPresence failed: store lane full", "! LoadSession failed: no answer within 4 s",
+        "! JoinPresence failed: store lane full (and 999 more since the last warning of its kind)"]

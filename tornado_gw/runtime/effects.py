@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -104,6 +106,7 @@ class EffectRunner:
         self._encode = encode
         self._decode = decode
         self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing)
+        self._failures = FailureLog()
         self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
                                            WRITE_DEADLINE_S, WRITES_AT_ONCE)
         self._reads: set[asyncio.Task[None]] = set()
@@ -164,7 +167,7 @@ class EffectRunner:
     def _failed(self, effect: fx.Effect | SessionSaves, reason: str) -> None:
         if isinstance(effect, SessionSaves):
             effect = effect.effect()
-        log.warning("! %s failed: %s", type(effect).__name__, reason)
+        self._failures.warn(type(effect).__name__, reason)
         self._submit(c.EffectFailed(effect, reason, now()))
 
     # --- reads -----------------------------------------------------------------------
@@ -226,6 +229,27 @@ class EffectRunner:
         for (_, answer), command in zip(taken, commands, strict=True):
             if not answer.done():
                 answer.set_result(command)
+
+
+class FailureLog:
+    """At most one warning a second per kind of effect, with the count of those it kept
+    quiet meanwhile: the 30,000 failure warnings of an overloaded resume storm cost the
+    event loop more than a tenth of its time, and told nothing the first one did not."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def warn(self, kind: str, reason: str) -> None:
+        at = time.monotonic()
+        if at - self._last.get(kind, -math.inf) < self._every_s:
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return
+        self._last[kind] = at
+        quiet = self._quiet.pop(kind, 0)
+        log.warning("! %s failed: %s%s", kind, reason,
+                    f" (and {quiet} more since the last warning of its kind)" if quiet else "")
 
 
 def _lane_of(effect: Write) -> Hashable:
