@@ -77,13 +77,15 @@ class Outbox:
 
 
 @contextmanager
-def running(outbox: Outbox, gateways: int) -> Iterator[tuple[psycopg.Connection, list[GatewayProcess]]]:
-    """Migrated tables, a relay and ``gateways`` gateways (the relay first); all gone on exit."""
+def running(outbox: Outbox, gateways: int,
+            **settings: Any) -> Iterator[tuple[psycopg.Connection, list[GatewayProcess]]]:
+    """Migrated tables, a relay and ``gateways`` gateways (the relay first, ``settings`` for
+    the gateways only); all gone on exit."""
     with psycopg.connect(DSN, autocommit=True, connect_timeout=5) as conn:
         migrate_sync(conn, outbox.settings)
         processes = [GatewayProcess("relay", **outbox.env()).start(wait=False)]
         try:
-            processes += [GatewayProcess(**outbox.env()).start() for _ in range(gateways)]
+            processes += [GatewayProcess(**outbox.env(), **settings).start() for _ in range(gateways)]
             time.sleep(1)  # the relay has taken its lock
             yield conn, processes
         finally:

@@ -6,6 +6,8 @@ these objects, ``web/http_handlers.py`` renders them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tornado_gw.core.protocol import FrameType
@@ -38,3 +40,15 @@ DELIVERY_LATENCY = Histogram(
 def frame_type_label(kind: str) -> str:
     """The ``type`` label of an outgoing frame: a bounded set of names, else ``other``."""
     return kind if kind in _KNOWN_FRAME_TYPES else OTHER
+
+
+_FRAMES_OUT_BY_LABEL: dict[str, Any] = {}  # one per label: a bounded set
+
+
+def count_frames_out(label: str, count: int = 1) -> None:
+    """``FRAMES_OUT`` for ``label`` (``frame_type_label``, or ``replay``), its labelled child
+    kept: ``labels()`` on every frame was a tenth of the event loop in a resume storm."""
+    child = _FRAMES_OUT_BY_LABEL.get(label)
+    if child is None:
+        child = _FRAMES_OUT_BY_LABEL[label] = FRAMES_OUT.labels(label)
+    child.inc(count)

@@ -92,6 +92,10 @@ class Membership(Protocol):
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         """The subset of ``conversation_ids`` that ``user_id`` may subscribe to."""
 
+    async def allowed_many(self, asked: Sequence[tuple[str, Sequence[str]]]) -> list[set[str]]:
+        """``allowed`` for each (user, conversations) of ``asked``, in order, in one round
+        trip where the store has them (a resume storm asks for thousands at once)."""
+
     def forget(self, user_id: str, conversation_id: str) -> None:
         """The user's access to the conversation was revoked: a cached grant must not
         answer a later ``allowed`` (not even one cached by a lookup under way)."""
@@ -103,6 +107,9 @@ class SessionStore(Protocol):
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The snapshot if it exists and has not expired."""
+
+    async def load_many(self, session_ids: Sequence[str]) -> list[SessionSnapshot | None]:
+        """``load`` of each id, in order, in one round trip where the store has them."""
 
     async def delete(self, session_id: str) -> None: ...
 
@@ -183,6 +190,10 @@ class ConnectionSlots(Protocol):
 
     async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
         """Take a slot (or keep one already held); False when ``limit`` live slots are taken."""
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        """``claim`` of each (user_id, slot_id, limit), in order, in one round trip where the
+        store has them (a resume storm claims 10,000 slots at once)."""
 
     async def release(self, user_id: str, slot_id: str) -> None:
         """Give the slot back; idempotent."""

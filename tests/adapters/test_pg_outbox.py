@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
@@ -157,6 +158,29 @@ def test_membership_grants_only_the_users_conversations(pg_settings: Settings) -
             assert await pg.membership.allowed("alice", ["c1", "c3", "c2", "c9", "c1"]) == {"c1", "c2"}
             assert await pg.membership.allowed("bob", ["c1", "c2"]) == set()
             assert await pg.membership.allowed("carol", []) == set()
+
+    run(scenario())
+
+
+def test_membership_allowed_many_answers_each_user_in_one_query(pg_settings: Settings) -> None:
+    """A resume storm asks for thousands of users at once (bench/resume_storm.py)."""
+    members(pg_settings, [(f"c{n % 7}", f"u{n}") for n in range(300)])
+
+    async def scenario() -> None:
+        async with opened(pg_settings) as pg:
+            queries = 0
+            query = pg.db.query
+
+            async def counted(*args: Any) -> Any:
+                nonlocal queries
+                queries += 1
+                return await query(*args)
+
+            pg.db.query = counted  # type: ignore[method-assign]
+            asked = [(f"u{n}", [f"c{n % 7}", f"c{(n + 1) % 7}", f"c{n % 7}"]) for n in range(300)]
+            assert await pg.membership.allowed_many(asked) == [{f"c{n % 7}"} for n in range(300)]
+            assert queries == 1
+            assert await pg.membership.allowed_many([("u1", []), ("nobody", ["c1"])]) == [set(), set()]
 
     run(scenario())
 

@@ -57,6 +57,19 @@ def test_claims_up_to_the_limit_across_instances_then_refuses(open_slots: OpenSl
     run(scenario())
 
 
+def test_claim_many_answers_each_claim_in_order_and_the_limit_holds_within_one_call(
+        open_slots: OpenSlots) -> None:
+    async def scenario() -> None:
+        async with open_slots() as (one, two):
+            assert await one.claim("alice", "s0", 3, NOW)
+            asked = [("alice", "s1", 3), ("bob", "s4", 1), ("alice", "s2", 3), ("alice", "s0", 3),
+                     ("alice", "s3", 3), ("bob", "s5", 1)]
+            assert await two.claim_many(asked, NOW) == [True, True, True, True, False, False]
+            assert await two.claim_many([], NOW) == []
+
+    run(scenario())
+
+
 def test_a_released_slot_frees_room_and_release_is_idempotent(open_slots: OpenSlots) -> None:
     async def scenario() -> None:
         async with open_slots() as (one, two):

@@ -158,6 +158,19 @@ def test_sessions_save_load_replace_delete(open_stores: OpenStores) -> None:
     run(scenario())
 
 
+def test_sessions_load_many_answers_each_id_in_order(open_stores: OpenStores) -> None:
+    async def scenario() -> None:
+        async with open_stores("sessions") as (sessions, other, _):
+            snapshots = [SessionSnapshot(f"s-{n}", f"u-{n % 3}", (f"c{n}",)) for n in range(5)]
+            await sessions.save(snapshots, 60)
+            asked = ["s-3", "s-unknown", "s-0", "s-3", "s-4"]
+            expected = [snapshots[3], None, snapshots[0], snapshots[3], snapshots[4]]
+            assert await other.load_many(asked) == expected
+            assert await other.load_many([]) == []
+
+    run(scenario())
+
+
 def test_sessions_expire_after_ttl(open_stores: OpenStores) -> None:
     async def scenario() -> None:
         async with open_stores("sessions") as (sessions, _, _):

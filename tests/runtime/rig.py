@@ -8,6 +8,7 @@ be sent, decoded, in order (the web layer's own tests cover the bytes).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -158,6 +159,27 @@ class Hang:
             self.calls += 1
             await asyncio.Event().wait()
         return hang
+
+
+class RoundTrips:
+    """An adapter in front of ``inner`` whose every async call costs one round trip of
+    ``round_trip_s`` (a store over the network); ``calls`` counts them by method."""
+
+    def __init__(self, inner: Any, round_trip_s: float) -> None:
+        self.inner = inner
+        self.round_trip_s = round_trip_s
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            await asyncio.sleep(self.round_trip_s)
+            return await method(*args, **kwargs)
+        return call
 
 
 class Fail:

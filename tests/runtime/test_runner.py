@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
 
-from tests.runtime.rig import Fail, Hang, Runtime
-from tornado_gw.adapters.memory import MemorySessions
+from tests.runtime.rig import Fail, Hang, RoundTrips, Runtime
+from tornado_gw.adapters.memory import AllowAllMembership, MemorySessions
 from tornado_gw.core import commands as c
+from tornado_gw.core import effects as fx
 from tornado_gw.core import operations
 from tornado_gw.core.records import SessionSnapshot
 from tornado_gw.core.state import Limits
@@ -40,6 +43,25 @@ async def test_a_resume_whose_session_store_hangs_gets_a_new_session_in_time() -
         assert success["payload"]["resumed"] is False
         assert success["payload"]["session_id"] != "s-old"
         assert sessions.calls >= 1
+
+
+async def test_a_resume_whose_membership_check_is_late_gets_a_new_session_and_keeps_its_snapshot() -> None:
+    """Not ``resumed: true`` without its conversations, which a client takes for removals
+    and does not subscribe again (the resume storm lost 3,000 of 5,000 replays so)."""
+    sessions = MemorySessions()
+    await sessions.save([SessionSnapshot("s-old", "alice", ("c1",))], 60.0)
+    async with Runtime(Limits(check_membership=True), sessions=sessions, membership=Hang()) as rt:
+        await rt.publish("c1")
+        b = rt.connect()
+        rt.auth(b, "alice", session_id="s-old", last_seq=0)
+        [success] = await rt.wait_for(b, "auth.success", timeout_s=1.0)
+        assert success["payload"]["resumed"] is False
+        assert success["payload"]["session_id"] != "s-old"
+        assert success["payload"]["conversation_ids"] == []
+        await rt.wait_for(b, "replay.done")
+        await rt.settle()
+        kept = await sessions.load("s-old")
+        assert kept is not None and kept.conversation_ids == ("c1",)  # a later resume still has it
 
 
 async def test_a_resume_does_not_wait_behind_hung_presence_and_typing_writes(
@@ -181,3 +203,57 @@ async def test_a_resume_storm_keeps_each_store_within_its_share_of_connections()
         await rt.wait_for(conns[-1], "auth.success", timeout_s=3.0)
         await asyncio.gather(*(rt.wait_for(conn_id, "auth.success") for conn_id in conns))
         assert 1 < sessions.most <= effects.READS_PER_STORE
+
+
+async def test_a_resume_storm_is_answered_in_batches_within_the_read_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 resumes at once with stores 20 ms away: one read per turn (32 turns) needs
+    0.6 s, past the deadline; the reads waiting for a turn go together when one gets it."""
+    monkeypatch.setattr(effects, "READ_DEADLINE_S", 0.5)
+    monkeypatch.setattr(operations, "OP_DEADLINE_S", 5.0)
+    stored = MemorySessions()
+    await stored.save([SessionSnapshot(f"s{n}", f"u{n}", ("c1",)) for n in range(1000)], 60.0)
+    sessions, membership = RoundTrips(stored, 0.02), RoundTrips(AllowAllMembership(), 0.02)
+    async with Runtime(Limits(check_membership=True), sessions=sessions, membership=membership) as rt:
+        conns = [rt.connect() for _ in range(1000)]
+        for n, conn_id in enumerate(conns):
+            rt.auth(conn_id, f"u{n}", session_id=f"s{n}", last_seq=0)
+        for conn_id in conns:
+            await rt.wait_for(conn_id, "replay.done", timeout_s=5.0)
+        answers = [rt.frames(conn_id, "auth.success")[0]["payload"] for conn_id in conns]
+        assert [(a["resumed"], a["conversation_ids"]) for a in answers] == [(True, ["c1"])] * 1000
+        reads = sessions.calls["load"] + sessions.calls["load_many"]
+        reads += membership.calls["allowed"] + membership.calls["allowed_many"]
+        assert reads <= 200  # of 2,000 reads
+
+
+async def test_session_saves_queued_behind_a_slow_write_merge_in_linear_time_and_the_newest_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume storm queues one save per client behind the running one (10,000 took the
+    event loop seconds when each merge rebuilt the queued write)."""
+    monkeypatch.setattr(effects, "WRITE_DEADLINE_S", 10.0)
+    stored = MemorySessions()
+    sessions = RoundTrips(stored, 0.05)
+    async with Runtime(sessions=sessions) as rt:
+        started = time.perf_counter()
+        for n in range(20_000):
+            rt.runner.perform([fx.SaveSession((SessionSnapshot(f"s{n % 10_000}", "u", (f"c{n}",)),), 60.0)])
+        assert time.perf_counter() - started < 2.0
+        await rt.runner.stop(5.0)
+    assert sessions.calls["save"] == 1 + 10_000 // effects.SESSION_CHUNK  # the first, then the merged ones
+    assert [(await stored.load(f"s{n}")) for n in (0, 9_999)] == [
+        SessionSnapshot("s0", "u", ("c10000",)), SessionSnapshot("s9999", "u", ("c19999",))]
+
+
+def test_failures_of_one_kind_are_logged_once_a_second_with_how_many_were_kept_quiet(
+        caplog: pytest.LogCaptureFixture) -> None:
+    failures = effects.FailureLog(every_s=0.05)
+    with caplog.at_level(logging.WARNING, logger=effects.log.name):
+        for _ in range(1000):
+            failures.warn("JoinPresence", "store lane full")
+        failures.warn("LoadSession", "no answer within 4 s")
+        time.sleep(0.06)
+        failures.warn("JoinPresence", "store lane full")
+    assert [r.getMessage() for r in caplog.records] == [
+        "! JoinPresence failed: store lane full", "! LoadSession failed: no answer within 4 s",
+        "! JoinPresence failed: store lane full (and 999 more since the last warning of its kind)"]

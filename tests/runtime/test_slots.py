@@ -5,6 +5,7 @@ letting connections in."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
@@ -98,3 +99,36 @@ def test_a_failing_store_lets_the_connection_in() -> None:
     asyncio.run(scenario())
 
 
+
+
+class CountingSlots(MemorySlots):
+    """The in-process slots, counting the store calls (each a round trip in Redis)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__(ttl_s)
+        self.calls = 0
+
+    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        self.calls += 1
+        return await super().claim(user_id, slot_id, limit, now)
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        self.calls += 1
+        return [await MemorySlots.claim(self, *claim, now) for claim in claims]
+
+
+def test_a_storm_of_claims_goes_to_the_store_in_a_few_calls_and_each_is_answered() -> None:
+    """One call per claim opened a Redis connection each until the pool refused."""
+    async def scenario() -> None:
+        slots = CountingSlots(30.0)
+        keeper, answers = _keeper(slots)
+        for n in range(2_000):
+            keeper.perform(fx.ClaimConnection(f"k{n}", f"u{n % 1000}", f"s{n}", 1))
+        for _ in range(100):
+            await _settle()
+            if len(claims(answers)) == 2_000:
+                break
+        assert claims(answers) == [(f"k{n}", n < 1000) for n in range(2_000)]
+        assert slots.calls <= 3
+
+    asyncio.run(scenario())

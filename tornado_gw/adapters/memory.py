@@ -138,6 +138,9 @@ class AllowAllMembership:
     async def allowed(self, user_id: str, conversation_ids: Sequence[str]) -> set[str]:
         return set(conversation_ids)
 
+    async def allowed_many(self, asked: Sequence[tuple[str, Sequence[str]]]) -> list[set[str]]:
+        return [set(conversation_ids) for _, conversation_ids in asked]
+
     def forget(self, user_id: str, conversation_id: str) -> None:
         """Nothing is cached."""
 
@@ -178,6 +181,9 @@ class MemorySessions:
             self._drop(session_id)
             return None
         return entry[0]
+
+    async def load_many(self, session_ids: Sequence[str]) -> list[SessionSnapshot | None]:
+        return [await self.load(session_id) for session_id in session_ids]
 
     async def delete(self, session_id: str) -> None:
         self._drop(session_id)

@@ -37,6 +37,7 @@ from tornado_gw.settings import Settings
 
 POOL_MAX_SIZE = 8
 MEMBERSHIP_CACHE_MAX = 100_000
+MEMBERSHIP_BATCH = 1_000  # (user, conversation) pairs per membership query
 
 Rows = list[tuple[Any, ...]]
 Params = dict[str, Any] | None
@@ -162,7 +163,8 @@ class PgMembership:
     """Membership from the members table. Grants are cached per (user,
     conversation) for ``membership_cache_s``; denials are not cached, so a member
     just added can subscribe at once. A revocation seen here (``forget``) drops the
-    grant, also one a lookup already under way would cache."""
+    grant, also one a lookup already under way would cache. ``allowed_many`` asks
+    for the lookups of many users in one query (``MEMBERSHIP_BATCH`` pairs each)."""
 
     def __init__(self, db: PgDatabase, table_names: Names, cache_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -179,16 +181,25 @@ class PgMembership:
         Raises:
             DependencyUnavailable: Postgres did not answer (for ids not in the cache).
         """
+        return (await self.allowed_many([(user_id, conversation_ids)]))[0]
+
+    async def allowed_many(self, asked: Sequence[tuple[str, Sequence[str]]]) -> list[set[str]]:
+        """``allowed`` for each (user, conversations) of ``asked``; what the cache does not
+        hold is asked in as few queries as ``MEMBERSHIP_BATCH`` allows."""
         now = self._clock()
-        cached = {cid for cid in conversation_ids if self._granted_until.get((user_id, cid), 0.0) > now}
-        unknown = [cid for cid in dict.fromkeys(conversation_ids) if cid not in cached]
-        if not unknown:
-            return cached
-        rows = await self._db.query(self._statement, {"user": user_id, "conversations": unknown})
-        granted = {row[0] for row in rows}
+        unknown = list(dict.fromkeys((user_id, cid) for user_id, cids in asked for cid in cids
+                                     if self._granted_until.get((user_id, cid), 0.0) <= now))
+        members: set[tuple[str, str]] = set()
+        for i in range(0, len(unknown), MEMBERSHIP_BATCH):
+            chunk = unknown[i:i + MEMBERSHIP_BATCH]
+            rows = await self._db.query(self._statement, {"users": [user_id for user_id, _ in chunk],
+                                                          "conversations": [cid for _, cid in chunk]})
+            members.update((row[0], row[1]) for row in rows)
         if self._cache_s > 0:
-            self._remember(user_id, granted, now)
-        return cached | granted
+            self._remember(members, now)
+        looked_up = set(unknown)  # the other pairs are cached grants
+        return [{cid for cid in cids if (user_id, cid) in members or (user_id, cid) not in looked_up}
+                for user_id, cids in asked]
 
     def forget(self, user_id: str, conversation_id: str) -> None:
         now = self._clock()
@@ -196,12 +207,12 @@ class PgMembership:
         self._forgotten_at = {key: at for key, at in self._forgotten_at.items() if at > now - self._cache_s}
         self._forgotten_at[(user_id, conversation_id)] = now
 
-    def _remember(self, user_id: str, granted: set[str], asked_at: float) -> None:
+    def _remember(self, granted: set[tuple[str, str]], asked_at: float) -> None:
         if len(self._granted_until) + len(granted) > MEMBERSHIP_CACHE_MAX:
             self._granted_until.clear()  # rare; the next lookups refill it
-        for cid in granted:
-            if self._forgotten_at.get((user_id, cid), -math.inf) < asked_at:
-                self._granted_until[(user_id, cid)] = asked_at + self._cache_s
+        for pair in granted:
+            if self._forgotten_at.get(pair, -math.inf) < asked_at:
+                self._granted_until[pair] = asked_at + self._cache_s
 
 
 class PgPublisher:

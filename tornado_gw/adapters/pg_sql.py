@@ -163,9 +163,12 @@ READ_AFTER = sql.SQL(
     "ORDER BY r.seq"
 )
 
+# Which of the (user, conversation) pairs asked are members: the lookups of many
+# connections in one round trip (``adapters/pg_outbox.py`` ``PgMembership``).
 MEMBERS = sql.SQL(
-    "SELECT conversation_id FROM {members} "
-    "WHERE user_id = %(user)s AND conversation_id = ANY(%(conversations)s)"
+    "SELECT m.user_id, m.conversation_id FROM {members} AS m "
+    "JOIN unnest(%(users)s::text[], %(conversations)s::text[]) AS asked(user_id, conversation_id) "
+    "ON m.user_id = asked.user_id AND m.conversation_id = asked.conversation_id"
 )
 
 APPEND = sql.SQL(

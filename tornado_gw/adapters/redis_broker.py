@@ -115,6 +115,7 @@ class RedisBroker:
         self._pending: dict[str, int] = {}  # SUBSCRIBE replies still outstanding
         self._live: set[str] = set()  # confirmed and wanted: messages are delivered
         self._awaiting_ready: set[str] = set()  # subscribe() calls not yet answered by channel_ready
+        self._touched: set[str] = set()  # subscribed or unsubscribed since the writer's last diff
         self._dirty = asyncio.Event()
         self._probe_token = b""
         self._probe_seen = asyncio.Event()
@@ -137,12 +138,14 @@ class RedisBroker:
             asyncio.get_running_loop().call_soon(self._ready_if_live, channel)
         else:
             self._awaiting_ready.add(channel)
+            self._touched.add(channel)
             self._dirty.set()
 
     def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._live.discard(channel)
         self._awaiting_ready.discard(channel)
+        self._touched.add(channel)
         self._dirty.set()
 
     async def publish(self, channel: str, data: bytes) -> None:
@@ -272,12 +275,18 @@ class RedisBroker:
         A wanted channel is (re)subscribed when the server is not subscribed, or
         when it is but the caller unsubscribed and subscribed again meanwhile
         (not live, nothing outstanding): SUBSCRIBE is then a no-op on the server
-        whose reply confirms the channel for ``channel_ready``."""
+        whose reply confirms the channel for ``channel_ready``.
+
+        Only the channels touched since the last diff are looked at: any other is
+        in line already (the last diff or ``_open`` sent what it needed, and only
+        ``subscribe``/``unsubscribe`` can put it out of line), and a resume storm
+        touches 10,000 channels one write turn at a time."""
+        touched, self._touched = sorted(self._touched), set()
         subscribe = [
-            c for c in sorted(self._wanted)
-            if c not in self._on_server or (c not in self._live and not self._pending.get(c))
+            c for c in touched if c in self._wanted
+            and (c not in self._on_server or (c not in self._live and not self._pending.get(c)))
         ]
-        unsubscribe = sorted(self._on_server - self._wanted)
+        unsubscribe = [c for c in touched if c in self._on_server and c not in self._wanted]
         for channel in subscribe:
             self._sent_subscribe(channel)
         self._on_server.difference_update(unsubscribe)

@@ -61,11 +61,20 @@ class RedisSlots:
         return cls(redis_client(settings), settings.prefix, settings.presence_ttl_s)
 
     async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
-        with unavailable("claim a connection slot"):
-            expires_at = repr(now + self._ttl_s)
-            taken = await self._claim(keys=[connections_key(self._prefix, user_id)],
-                                      args=[slot_id, limit, repr(now), expires_at, self._key_ttl_ms])
-        return bool(taken)
+        return (await self.claim_many([(user_id, slot_id, limit)], now))[0]
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        """One script call per claim (each touches its user's key only), pipelined."""
+        if not claims:
+            return []
+        expires_at = repr(now + self._ttl_s)
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, slot_id, limit in claims:
+            await self._claim(keys=[connections_key(self._prefix, user_id)],
+                              args=[slot_id, limit, repr(now), expires_at, self._key_ttl_ms], client=pipe)
+        with unavailable("claim connection slots"):
+            taken = await pipe.execute()
+        return [bool(t) for t in taken]
 
     async def release(self, user_id: str, slot_id: str) -> None:
         with unavailable("release a connection slot"):

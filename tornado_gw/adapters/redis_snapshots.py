@@ -228,6 +228,15 @@ return 0
 """
 
 
+def _snapshot(session_id: str, raw: bytes) -> SessionSnapshot | None:
+    """A stored record (``records.snapshot_record``); None for a malformed or newer one."""
+    try:
+        data = ujson.loads(raw)
+    except ValueError:
+        return None
+    return snapshot_from_record(session_id, data)
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -310,15 +319,19 @@ class RedisSessions(_RedisStore):
             await pipe.execute()
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
-        with unavailable("load session"):
-            raw = await self._redis.get(session_key(self._prefix, session_id))
-        if raw is None:
-            return None
-        try:
-            data = ujson.loads(raw)
-        except ValueError:
-            return None
-        return snapshot_from_record(session_id, data)
+        return (await self.load_many([session_id]))[0]
+
+    async def load_many(self, session_ids: Sequence[str]) -> list[SessionSnapshot | None]:
+        """One GET per snapshot, pipelined (one command per key: one Cluster slot each)."""
+        if not session_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.get(session_key(self._prefix, session_id))
+        with unavailable("load sessions"):
+            raws = await pipe.execute()
+        return [None if raw is None else _snapshot(session_id, raw)
+                for session_id, raw in zip(session_ids, raws, strict=True)]
 
     async def delete(self, session_id: str) -> None:
         """The index keeps the id until its score passes: deleting a missing key is harmless."""

@@ -493,6 +493,9 @@ def _session_resumed(s: Gateway, e: SessionResumed) -> None:
 def _session_created(s: Gateway, e: SessionCreated) -> None:
     conn = s.connections[e.conn_id]
     conn.session_id = conn.new_session_id
+    op = conn.op
+    assert op is not None
+    op.resumed, op.requested, op.previous_presence_id = False, (), None  # nothing of a resume given up
 
 
 def _command_queued(s: Gateway, e: CommandQueued) -> None:

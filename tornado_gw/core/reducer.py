@@ -226,9 +226,16 @@ def _session_loaded(state: Gateway, cmd: c.SessionLoaded, out: Effects) -> None:
         previous = snapshot.presence_id if snapshot.presence_id not in state.presence_owners else None
         record(state, ev.SessionResumed(conn.conn_id, snapshot.session_id, snapshot.conversation_ids,
                                         previous))
+        operations.start(state, conn, cmd.at, out)
     else:
-        record(state, ev.SessionCreated(conn.conn_id))
-    operations.start(state, conn, cmd.at, out)
+        _new_session(state, conn, cmd.at, out)
+
+
+def _new_session(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
+    """No session to resume, or one whose resume cannot go on (its membership could not
+    be checked): a new one, with nothing of the old (its snapshot stays for a later resume)."""
+    record(state, ev.SessionCreated(conn.conn_id))
+    operations.start(state, conn, at, out)
 
 
 def _membership_checked(state: Gateway, cmd: c.MembershipChecked, out: Effects) -> None:
@@ -289,8 +296,9 @@ def _effect_failed(state: Gateway, cmd: c.EffectFailed, out: Effects) -> None:
             return
         if conn.op.kind == "subscribe":
             operations.abort(state, conn, "membership could not be checked", out)
-        else:  # a resume: its conversations are not restored (fail closed)
-            operations.grant(state, conn, frozenset(), cmd.at, out)
+        else:  # a resume: fail closed, and say so with a new session (not ``resumed: true``
+            # without its conversations, which a client takes for removals)
+            _new_session(state, conn, cmd.at, out)
     elif isinstance(effect, fx.QueryPresence):
         conn = state.connections.get(effect.conn_id)
         if conn is not None and conn.phase is not Phase.CLOSING:

@@ -8,7 +8,7 @@ tests' stepped world, so the two cannot drift apart. A ``ReplayGap`` is an answe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tornado_gw import metrics
@@ -19,6 +19,8 @@ from tornado_gw.runtime.clock import now
 
 log = logging.getLogger(__name__)
 Read = fx.LoadSession | fx.QueryPresence | fx.CheckMembership | fx.LoadReplay
+Batchable = fx.LoadSession | fx.CheckMembership  # many of one kind go in one store call
+BATCHABLE = (fx.LoadSession, fx.CheckMembership)
 STORE_OF: dict[type, str] = {fx.LoadSession: "sessions", fx.QueryPresence: "presence",
                              fx.CheckMembership: "membership", fx.LoadReplay: "log"}
 
@@ -56,3 +58,19 @@ async def answer(a: Sources, effect: Read, clock: Callable[[], float] = now) -> 
         return c.ReplayLoaded(effect.conn_id, None, clock())
     metrics.REPLAYED.inc(len(events))
     return c.ReplayLoaded(effect.conn_id, tuple(events), clock())
+
+
+async def answer_many(a: Sources, effects: Sequence[Batchable],
+                      clock: Callable[[], float] = now) -> list[c.Command]:
+    """The commands answering ``effects`` (all of one kind), in order, from one store call."""
+    loads = [e for e in effects if isinstance(e, fx.LoadSession)]
+    if loads:
+        assert len(loads) == len(effects), "one kind per batch"
+        snapshots = await a.sessions.load_many([e.session_id for e in loads])
+        at = clock()
+        return [c.SessionLoaded(e.conn_id, s, at) for e, s in zip(loads, snapshots, strict=True)]
+    checks = [e for e in effects if isinstance(e, fx.CheckMembership)]
+    allowed = await a.membership.allowed_many([(e.user_id, e.conversation_ids) for e in checks])
+    at = clock()
+    return [c.MembershipChecked(e.conn_id, frozenset(granted), at)
+            for e, granted in zip(checks, allowed, strict=True)]
