@@ -11,8 +11,10 @@ and the Redis commands it cost (``INFO stats``; use a Redis of your own, the ben
    Target (issue 11, 1,000 users in 1 s): at most 3 frames per member per second of
    storm, under 0.5 s of CPU.
 2. ``reconnect``: ``--reconnect`` of them close and resume on the other instance within
-   ``--reconnect-s``. Reported: the most presence frames one client got per
-   ``presence_count_interval_s``, CPU and Redis commands per reconnect.
+   ``--reconnect-s`` (with ``--fresh``: unsubscribe, close and join with a new session, two
+   presence transitions each). Reported: the most presence frames one client got per
+   ``presence_count_interval_s``, CPU and Redis commands per reconnect (and per transition).
+   Issue 11's large-room variant: ``--users 10000 --spread-s 10 --reconnect 1000 --fresh``.
 3. ``query``: ``--seed`` more online entries are written straight into the presence
    store (one synthetic connection each), then one member pages through all online
    users with ``presence.query`` (``--page`` per page). Reported: time per page.
@@ -20,7 +22,7 @@ and the Redis commands it cost (``INFO stats``; use a Redis of your own, the ben
 Usage (from the repository root)::
 
     .venv/bin/python -m bench.presence_storm [--users 1000] [--spread-s 1] [--reconnect 100]
-        [--reconnect-s 5] [--seed 100000] [--page 1000] [--redis 127.0.0.1:6379]
+        [--reconnect-s 5] [--fresh] [--seed 100000] [--page 1000] [--redis 127.0.0.1:6379]
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spread-s", type=float, default=1.0, help="the storm's length (default 1 s)")
     parser.add_argument("--reconnect", type=int, default=100, help="members resuming elsewhere (default 100)")
     parser.add_argument("--reconnect-s", type=float, default=5.0, help="over how long (default 5 s)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="movers leave and join with a new session instead of resuming")
     parser.add_argument("--seed", type=int, default=0, help="online entries added for the query phase")
     parser.add_argument("--page", type=int, default=1000, help="presence.query limit (default 1000)")
     parser.add_argument("--redis", default=os.environ.get("REDIS_HOST", "127.0.0.1:6379"))
@@ -119,20 +123,40 @@ def frames_out(ports: list[int]) -> int:
     return total
 
 
+@dataclass
+class Reading:
+    """Gateway CPU (s), Redis commands (in all and per command, scripts' own included) and
+    presence frames sent; ``Meter.since`` gives the same between two readings."""
+
+    cpu_s: float
+    commands: int
+    frames: int
+    by_command: dict[str, int]
+
+    def top(self, per: int, n: int = 8) -> str:
+        """The ``n`` commonest commands, per ``per`` (a join, a reconnect)."""
+        ranked = sorted(self.by_command.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{name} {calls / per:.1f}" for name, calls in ranked)
+
+
 class Meter:
-    """CPU of the gateways, Redis commands and presence frames sent, between two reads."""
+    """Reads the gateways' CPU and frames and the Redis command counts."""
 
     def __init__(self, pids: list[int], ports: list[int], redis: aredis.Redis) -> None:
         self.pids, self.ports, self.redis = pids, ports, redis
 
-    async def read(self) -> tuple[float, int, int]:
+    async def read(self) -> Reading:
         stats = await self.redis.info("stats")
-        return (sum(tree_cpu_us(pid) for pid in self.pids) / 1e6, int(stats["total_commands_processed"]),
-                frames_out(self.ports))
+        by_command = {name.removeprefix("cmdstat_"): int(fields["calls"])
+                      for name, fields in (await self.redis.info("commandstats")).items()}
+        cpu_s = sum(tree_cpu_us(pid) for pid in self.pids) / 1e6
+        return Reading(cpu_s, int(stats["total_commands_processed"]), frames_out(self.ports), by_command)
 
-    async def since(self, start: tuple[float, int, int]) -> tuple[float, int, int]:
+    async def since(self, start: Reading) -> Reading:
         now = await self.read()
-        return now[0] - start[0], now[1] - start[1], now[2] - start[2]
+        by_command = {name: calls - start.by_command.get(name, 0) for name, calls in now.by_command.items()}
+        return Reading(now.cpu_s - start.cpu_s, now.commands - start.commands, now.frames - start.frames,
+                       {name: calls for name, calls in by_command.items() if calls})
 
 
 async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> list[Member]:
@@ -146,19 +170,25 @@ async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> lis
 
     members = await asyncio.gather(*(one(n) for n in range(args.users)))
     joined_s = time.monotonic() - t0
+    joined = await meter.since(start)
     await _until(lambda: all(m.count == args.users for m in members), 60.0 + COUNT_INTERVAL_S,
                  lambda: f"members with the right count: {sum(m.count == args.users for m in members)}")
     settled_s = max(m.count_at for m in members) - t0
-    cpu_s, commands, frames = await meter.since(start)
-    per_member_s = frames / args.users / max(joined_s, 1.0)
+    used = await meter.since(start)
+    per_member_s = used.frames / args.users / max(joined_s, 1.0)
     print(f"storm: {args.users} joins in {joined_s:.2f} s; every count right after {settled_s:.2f} s")
-    print(f"  presence frames sent {frames} ({per_member_s:.2f} per member per second of storm; target <= 3)")
-    print(f"  gateway CPU {cpu_s:.3f} s (target < 0.5 s); Redis commands {commands} "
-          f"({commands / args.users:.1f} per join)")
+    print(f"  presence frames sent {used.frames} ({per_member_s:.2f} per member per second of storm; "
+          "target <= 3)")
+    print(f"  gateway CPU {used.cpu_s:.3f} s (target < 0.5 s; {joined.cpu_s:.3f} s of it until the last "
+          f"join was answered); Redis commands {used.commands} ({used.commands / args.users:.1f} per join: "
+          f"{used.top(args.users)})")
     return members
 
 
 async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, members: list[Member]) -> None:
+    """Movers close and come back on the other instance: resuming their session (no
+    presence transition: the grace period hides the gap), or with ``--fresh`` leaving
+    (``unsubscribe``, then close) and joining with a new session (two transitions each)."""
     movers = members[:args.reconnect]
     if not movers:
         return
@@ -168,21 +198,30 @@ async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, me
 
     async def move(n: int, member: Member) -> Member:
         await asyncio.sleep(n * step)
+        if args.fresh:
+            leave = {"type": "unsubscribe", "payload": {"conversation_ids": [CONVERSATION]}}
+            await member.ws.send(ujson.dumps(leave))
         await member.ws.close()
-        return await join(ports[(n + 1) % 2], member.user_id, member.session_id)
+        return await join(ports[(n + 1) % 2], member.user_id, None if args.fresh else member.session_id)
 
     moved = await asyncio.gather(*(move(n, m) for n, m in enumerate(movers)))
     members[:len(moved)] = moved
     await asyncio.sleep(COUNT_INTERVAL_S)  # what a count-only diff would bring arrives meanwhile
     window = time.monotonic() - t0
-    cpu_s, commands, frames = await meter.since(start)
+    used = await meter.since(start)
     worst = max(_most_in_a_window(m.frame_times, t0, COUNT_INTERVAL_S) for m in members)
-    print(f"reconnect: {len(moved)} resumed on the other instance over {args.reconnect_s:.1f} s "
+    how = "left and joined again" if args.fresh else "resumed"
+    print(f"reconnect: {len(moved)} {how} on the other instance over {args.reconnect_s:.1f} s "
           f"(observed {window:.1f} s)")
     print(f"  most presence frames one client got per {COUNT_INTERVAL_S:.0f} s: {worst} (target <= 1); "
-          f"presence frames sent {frames}")
-    print(f"  gateway CPU {cpu_s:.3f} s ({cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
-          f"Redis commands {commands} ({commands / len(moved):.1f} per reconnect)")
+          f"presence frames sent {used.frames}")
+    print(f"  gateway CPU {used.cpu_s:.3f} s ({used.cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
+          f"Redis commands {used.commands} ({used.commands / len(moved):.1f} per reconnect: "
+          f"{used.top(len(moved))})")
+    if args.fresh:
+        transitions = 2 * len(moved)  # each mover was online on this one connection only
+        print(f"  per presence transition ({transitions}): {used.cpu_s / transitions * 1000:.2f} ms CPU, "
+              f"{used.commands / transitions:.1f} Redis commands")
 
 
 def _most_in_a_window(times: list[float], since: float, window_s: float) -> int:
