@@ -184,6 +184,9 @@ class ConnectionSlots(Protocol):
     async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
         """Take a slot (or keep one already held); False when ``limit`` live slots are taken."""
 
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        """``claim`` for each ``(user_id, slot_id, limit)``, in order, in one round trip."""
+
     async def release(self, user_id: str, slot_id: str) -> None:
         """Give the slot back; idempotent."""
 

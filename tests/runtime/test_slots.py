@@ -5,6 +5,7 @@ letting connections in."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
@@ -98,3 +99,33 @@ def test_a_failing_store_lets_the_connection_in() -> None:
     asyncio.run(scenario())
 
 
+
+
+class BatchedSlots(SlowSlots):
+    """Records the size of every batch the keeper hands the store."""
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__(ttl_s)
+        self.batches: list[int] = []
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        self.batches.append(len(claims))
+        return await super().claim_many(claims, now)
+
+
+def test_claims_that_arrive_while_a_batch_is_out_go_together_in_the_next() -> None:
+    async def scenario() -> None:
+        slots = BatchedSlots(30.0)
+        keeper, answers = _keeper(slots)
+        keeper.perform(fx.ClaimConnection("k0", "alice", "s0", 2))
+        await _settle()
+        for n in range(1, 4):  # a storm: k1..k3 wait for k0's round trip, then go as one
+            keeper.perform(fx.ClaimConnection(f"k{n}", "alice", f"s{n}", 2))
+        await _settle()
+        assert slots.batches == [1]
+        slots.gate.set()
+        await _settle()
+        assert slots.batches == [1, 3]
+        assert claims(answers) == [("k0", True), ("k1", True), ("k2", False), ("k3", False)]
+
+    asyncio.run(scenario())

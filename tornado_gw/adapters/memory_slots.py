@@ -21,6 +21,9 @@ class MemorySlots:
         self._users[user_id] = slots
         return True
 
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        return [await self.claim(user_id, slot_id, limit, now) for user_id, slot_id, limit in claims]
+
     async def release(self, user_id: str, slot_id: str) -> None:
         slots = self._users.get(user_id)
         if slots is not None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import redis.asyncio as aredis
 
 from tornado_gw.adapters.redis_broker import redis_client, unavailable
+from tornado_gw.adapters.redis_scripts import ScriptPipeline
 from tornado_gw.core.ids import connections_key
 from tornado_gw.settings import Settings
 
@@ -61,11 +62,18 @@ class RedisSlots:
         return cls(redis_client(settings), settings.prefix, settings.presence_ttl_s)
 
     async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
+        return (await self.claim_many([(user_id, slot_id, limit)], now))[0]
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        """One pipeline of claim scripts (each on its user's key, so each on one Cluster slot)."""
+        expires_at = repr(now + self._ttl_s)
+        batch = ScriptPipeline(self._redis)
+        for user_id, slot_id, limit in claims:
+            batch.script(self._claim, [connections_key(self._prefix, user_id)],
+                         [slot_id, limit, repr(now), expires_at, self._key_ttl_ms])
         with unavailable("claim a connection slot"):
-            expires_at = repr(now + self._ttl_s)
-            taken = await self._claim(keys=[connections_key(self._prefix, user_id)],
-                                      args=[slot_id, limit, repr(now), expires_at, self._key_ttl_ms])
-        return bool(taken)
+            taken = await batch.execute()
+        return [bool(t) for t in taken]
 
     async def release(self, user_id: str, slot_id: str) -> None:
         with unavailable("release a connection slot"):

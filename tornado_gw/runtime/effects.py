@@ -137,9 +137,10 @@ class EffectRunner:
         else:
             await self._presence.run(effect)
 
-    def _failed(self, effect: fx.Effect, reason: str) -> None:
+    def _failed(self, effect: fx.Effect | presence_writes.Joins, reason: str) -> None:
         log.warning("! %s failed: %s", type(effect).__name__, reason)
-        self._submit(c.EffectFailed(effect, reason, now()))
+        for one in effect.joins if isinstance(effect, presence_writes.Joins) else (effect,):
+            self._submit(c.EffectFailed(one, reason, now()))
 
     # --- reads -----------------------------------------------------------------------
 

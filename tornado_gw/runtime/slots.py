@@ -3,7 +3,10 @@ slots of this instance's connections alive.
 
 A claim never holds up the connection's ``auth`` (the core goes on meanwhile),
 and a store that fails lets the connection in: a cap must not turn a Redis
-hiccup into an outage. A slot released while its claim is still on the way is
+hiccup into an outage. Claims go to the store in batches, one batch at a time:
+those that arrive while one is out leave together in the next (a connection
+storm costs a round trip per batch, not one per connection, and never more
+sockets than the pool has). A slot released while its claim is still on the way is
 given back once the claim lands, so no slot leaks; a slot this instance holds
 is refreshed every third of the store's TTL until released.
 """
@@ -24,6 +27,7 @@ from tornado_gw.runtime.clock import now
 
 log = logging.getLogger(__name__)
 SLOT_TIMEOUT_S = 5.0
+CLAIM_BATCH = 500  # claims per store call, so one call never blocks Redis for long
 
 
 class SlotKeeper:
@@ -32,6 +36,8 @@ class SlotKeeper:
         self._submit = submit
         self._held: dict[str, str] = {}  # slot id -> user id
         self._claiming: set[str] = set()
+        self._queued: list[fx.ClaimConnection] = []
+        self._claimer: asyncio.Task[None] | None = None
         self._released_early: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher = PeriodicCallback(self._refresh, ttl_s / 3 * 1000)
@@ -49,32 +55,46 @@ class SlotKeeper:
     def perform(self, effect: fx.ClaimConnection | fx.ReleaseConnection) -> None:
         if isinstance(effect, fx.ClaimConnection):
             self._claiming.add(effect.slot_id)
-            self._spawn(self._claim(effect))
+            self._queued.append(effect)
+            if self._claimer is None:
+                self._claimer = self._spawn(self._claim_queued())
         elif effect.slot_id in self._claiming:
             self._released_early.add(effect.slot_id)
         elif self._held.pop(effect.slot_id, None) is not None:
             self._spawn(self._release(effect.user_id, effect.slot_id))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _claim(self, effect: fx.ClaimConnection) -> None:
-        granted: bool | None
+    async def _claim_queued(self) -> None:
+        """Claim what is queued, a batch per store call, until nothing is."""
         try:
-            granted = await asyncio.wait_for(
-                self._slots.claim(effect.user_id, effect.slot_id, effect.limit, now()), SLOT_TIMEOUT_S)
-        except Exception as exc:  # fail open: the cap is a limit, not a gate to the service
-            log.warning("! connection slot not claimed, letting %s in: %s", effect.user_id,
-                        exc or type(exc).__name__)
-            granted = None
+            while self._queued:
+                batch, self._queued = self._queued[:CLAIM_BATCH], self._queued[CLAIM_BATCH:]
+                answers: list[bool | None]
+                try:
+                    claims = [(e.user_id, e.slot_id, e.limit) for e in batch]
+                    claimed = self._slots.claim_many(claims, now())
+                    answers = list(await asyncio.wait_for(claimed, SLOT_TIMEOUT_S))
+                except Exception as exc:  # fail open: the cap is a limit, not a gate to the service
+                    log.warning("! %d connection slots not claimed, letting them in: %s", len(batch),
+                                exc or type(exc).__name__)
+                    answers = [None] * len(batch)
+                for effect, granted in zip(batch, answers, strict=True):
+                    self._claimed(effect, granted)
         finally:
-            self._claiming.discard(effect.slot_id)
+            self._claimer = None
+
+    def _claimed(self, effect: fx.ClaimConnection, granted: bool | None) -> None:
+        """``granted`` is None when the store failed (the connection is let in)."""
+        self._claiming.discard(effect.slot_id)
         if effect.slot_id in self._released_early:  # the connection closed meanwhile
             self._released_early.discard(effect.slot_id)
             if granted:
-                await self._release(effect.user_id, effect.slot_id)
+                self._spawn(self._release(effect.user_id, effect.slot_id))
             return
         if granted:
             self._held[effect.slot_id] = effect.user_id
