@@ -4,7 +4,8 @@ slots of this instance's connections alive.
 A claim never holds up the connection's ``auth`` (the core goes on meanwhile),
 and a store that fails lets the connection in: a cap must not turn a Redis
 hiccup into an outage. Claims go to the store in batches, one batch at a time:
-those that arrive while one is out leave together in the next (a connection
+those that arrive within a few milliseconds of the first, or while a batch is
+out, leave together (a connection
 storm costs a round trip per batch, not one per connection, and never more
 sockets than the pool has). A slot released while its claim is still on the way is
 given back once the claim lands, so no slot leaks; a slot this instance holds
@@ -24,6 +25,7 @@ from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.ports import ConnectionSlots
 from tornado_gw.runtime.clock import now
+from tornado_gw.runtime.lanes import BATCH_LINGER_S
 
 log = logging.getLogger(__name__)
 SLOT_TIMEOUT_S = 5.0
@@ -70,8 +72,10 @@ class SlotKeeper:
         return task
 
     async def _claim_queued(self) -> None:
-        """Claim what is queued, a batch per store call, until nothing is."""
+        """Claim what is queued, a batch per store call, until nothing is; the first batch
+        leaves ``BATCH_LINGER_S`` after the first claim, with what came meanwhile."""
         try:
+            await asyncio.sleep(BATCH_LINGER_S)
             while self._queued:
                 batch, self._queued = self._queued[:CLAIM_BATCH], self._queued[CLAIM_BATCH:]
                 answers: list[bool | None]
