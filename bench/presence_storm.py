@@ -130,6 +130,7 @@ class Reading:
 
     cpu_s: float
     commands: int
+    reads: int  # requests Redis read off its sockets: about one per round trip (a pipeline is one)
     frames: int
     by_command: dict[str, int]
 
@@ -150,13 +151,14 @@ class Meter:
         by_command = {name.removeprefix("cmdstat_"): int(fields["calls"])
                       for name, fields in (await self.redis.info("commandstats")).items()}
         cpu_s = sum(tree_cpu_us(pid) for pid in self.pids) / 1e6
-        return Reading(cpu_s, int(stats["total_commands_processed"]), frames_out(self.ports), by_command)
+        return Reading(cpu_s, int(stats["total_commands_processed"]), int(stats["total_reads_processed"]),
+                       frames_out(self.ports), by_command)
 
     async def since(self, start: Reading) -> Reading:
         now = await self.read()
         by_command = {name: calls - start.by_command.get(name, 0) for name, calls in now.by_command.items()}
-        return Reading(now.cpu_s - start.cpu_s, now.commands - start.commands, now.frames - start.frames,
-                       {name: calls for name, calls in by_command.items() if calls})
+        return Reading(now.cpu_s - start.cpu_s, now.commands - start.commands, now.reads - start.reads,
+                       now.frames - start.frames, {name: n for name, n in by_command.items() if n})
 
 
 async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> list[Member]:
@@ -181,7 +183,7 @@ async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> lis
           "target <= 3)")
     print(f"  gateway CPU {used.cpu_s:.3f} s (target < 0.5 s; {joined.cpu_s:.3f} s of it until the last "
           f"join was answered); Redis commands {used.commands} ({used.commands / args.users:.1f} per join: "
-          f"{used.top(args.users)})")
+          f"{used.top(args.users)}); Redis round trips (socket reads) {used.reads / args.users:.2f} per join")
     return members
 
 
@@ -217,11 +219,12 @@ async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, me
           f"presence frames sent {used.frames}")
     print(f"  gateway CPU {used.cpu_s:.3f} s ({used.cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
           f"Redis commands {used.commands} ({used.commands / len(moved):.1f} per reconnect: "
-          f"{used.top(len(moved))})")
+          f"{used.top(len(moved))}); Redis round trips (socket reads) {used.reads / len(moved):.2f} "
+          "per reconnect")
     if args.fresh:
         transitions = 2 * len(moved)  # each mover was online on this one connection only
         print(f"  per presence transition ({transitions}): {used.cpu_s / transitions * 1000:.2f} ms CPU, "
-              f"{used.commands / transitions:.1f} Redis commands")
+              f"{used.commands / transitions:.1f} Redis commands, {used.reads / transitions:.2f} round trips")
 
 
 def _most_in_a_window(times: list[float], since: float, window_s: float) -> int:
