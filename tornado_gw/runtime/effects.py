@@ -46,7 +46,26 @@ LANE_DEPTH = 1_000  # writes queued per lane
 MAX_LANES = 100_000
 SESSION_CHUNK = 1_000  # snapshots per store call
 
-Write = fx.SaveSession | fx.DeleteSession | presence_writes.PresenceWrite
+
+
+@dataclass(slots=True)
+class Saves:
+    """Consecutive ``SaveSession`` writes of one TTL merged in the sessions lane, the newest
+    snapshot of each session winning. Grows in place while it waits, so merging stays
+    linear in a storm (rebuilding the batch per merge was quadratic)."""
+
+    latest: dict[str, SessionSnapshot]
+    ttl_s: float
+
+    @classmethod
+    def of(cls, save: fx.SaveSession) -> Saves:
+        return cls({s.session_id: s for s in save.snapshots}, save.ttl_s)
+
+    def effect(self) -> fx.SaveSession:
+        return fx.SaveSession(tuple(self.latest.values()), self.ttl_s)
+
+
+Write = fx.SaveSession | Saves | fx.DeleteSession | presence_writes.PresenceWrite
 Read = reads.Read | fx.LoadGap
 READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
@@ -129,16 +148,19 @@ class EffectRunner:
     # --- writes ----------------------------------------------------------------------
 
     async def _write(self, effect: Write) -> None:
-        if isinstance(effect, fx.SaveSession):
-            for i in range(0, len(effect.snapshots), SESSION_CHUNK):
-                await self._adapters.sessions.save(effect.snapshots[i:i + SESSION_CHUNK], effect.ttl_s)
+        if isinstance(effect, (fx.SaveSession, Saves)):
+            save = effect.effect() if isinstance(effect, Saves) else effect
+            for i in range(0, len(save.snapshots), SESSION_CHUNK):
+                await self._adapters.sessions.save(save.snapshots[i:i + SESSION_CHUNK], save.ttl_s)
         elif isinstance(effect, fx.DeleteSession):
             await self._adapters.sessions.delete(effect.session_id)
         else:
             await self._presence.run(effect)
 
-    def _failed(self, effect: fx.Effect | presence_writes.Joins, reason: str) -> None:
+    def _failed(self, effect: fx.Effect | Saves | presence_writes.Joins, reason: str) -> None:
         log.warning("! %s failed: %s", type(effect).__name__, reason)
+        if isinstance(effect, Saves):
+            effect = effect.effect()
         for one in effect.joins if isinstance(effect, presence_writes.Joins) else (effect,):
             self._submit(c.EffectFailed(one, reason, now()))
 
@@ -172,7 +194,7 @@ class EffectRunner:
 
 
 def _lane_of(effect: Write) -> Hashable:
-    if isinstance(effect, (fx.SaveSession, fx.DeleteSession)):
+    if isinstance(effect, (fx.SaveSession, Saves, fx.DeleteSession)):
         # One lane: the periodic snapshot of every live session must not overwrite a
         # newer snapshot of one of them (an unsubscribe) queued after it, nor bring
         # back a session deleted after it (POST /disconnect).
@@ -181,13 +203,13 @@ def _lane_of(effect: Write) -> Hashable:
 
 
 def _merge(queued: Write, new: Write) -> Write | None:
-    if isinstance(queued, fx.SaveSession) and isinstance(new, fx.SaveSession):
+    if isinstance(queued, (fx.SaveSession, Saves)) and isinstance(new, fx.SaveSession):
         if queued.ttl_s != new.ttl_s:
             return None
-        latest: dict[str, SessionSnapshot] = {s.session_id: s for s in queued.snapshots}
-        latest.update((s.session_id, s) for s in new.snapshots)
-        return fx.SaveSession(tuple(latest.values()), new.ttl_s)
-    sessions = (fx.SaveSession, fx.DeleteSession)
+        saves = Saves.of(queued) if isinstance(queued, fx.SaveSession) else queued
+        saves.latest.update((s.session_id, s) for s in new.snapshots)
+        return saves
+    sessions = (fx.SaveSession, Saves, fx.DeleteSession)
     if isinstance(queued, sessions) or isinstance(new, sessions):
         return None
     return presence_writes.merge(queued, new)
