@@ -245,9 +245,9 @@ async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, me
           f"CPU {net_cpu_s:.3f} s, Redis commands {net_commands:.0f}, round trips {net_reads:.0f}")
     if args.fresh:
         transitions = 2 * len(moved)  # each mover was online on this one connection only
+        per = {"ms CPU": net_cpu_s * 1000, "Redis commands": net_commands, "round trips": net_reads}
         print(f"  per presence transition ({transitions}), net of idle: "
-              f"{net_cpu_s / transitions * 1000:.2f} ms CPU, {net_commands / transitions:.1f} Redis commands, "
-              f"{net_reads / transitions:.2f} round trips")
+              + ", ".join(f"{value / transitions:.2f} {what}" for what, value in per.items()))
 
 
 def _most_in_a_window(times: list[float], since: float, window_s: float) -> int:
