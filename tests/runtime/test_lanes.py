@@ -66,19 +66,3 @@ async def test_refreshes_piled_up_behind_a_slow_write_merge_into_the_newest() ->
     await merging.drain(1.0)
     assert store.done == ["join", "refresh3", "leave", "refresh4"]
     assert store.failed == []
-
-
-async def test_writes_within_the_linger_of_an_idle_lane_merge_into_its_first() -> None:
-    store = Store()
-    lingering = Lanes(store.run, store.fail, lambda queued, new: new if new.startswith("refresh") else None,
-                      10, 10, 5.0, running=4, linger_s=0.02)
-    for write in ("refresh1", "refresh2", "refresh3"):
-        lingering.put("p", write)
-    lingering.put("q", "other")
-    await asyncio.sleep(0.01)
-    assert store.done == []  # nothing starts before the linger is over
-    await lingering.drain(1.0)
-    assert sorted(store.done) == ["other", "refresh3"]
-    lingering.put("p", "refresh4")  # the lane was idle again: a new linger, a new first write
-    await lingering.drain(1.0)
-    assert store.done[-1] == "refresh4" and store.failed == []

@@ -11,8 +11,7 @@ from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.runtime.clock import now
-from tornado_gw.runtime.lanes import BATCH_LINGER_S
-from tornado_gw.runtime.slots import SlotKeeper
+from tornado_gw.runtime.slots import CLAIM_LINGER_S, SlotKeeper
 
 
 class SlowSlots(MemorySlots):
@@ -42,8 +41,8 @@ def claims(answers: list[c.Command]) -> list[tuple[str, bool]]:
 
 
 async def _settle() -> None:
-    """Long enough for a batch of claims to leave (they wait ``BATCH_LINGER_S`` for company)."""
-    await asyncio.sleep(BATCH_LINGER_S + 0.05)
+    """Long enough for a batch of claims to leave (they wait ``CLAIM_LINGER_S`` for company)."""
+    await asyncio.sleep(CLAIM_LINGER_S + 0.05)
 
 
 def test_claims_are_answered_and_the_cap_holds() -> None:

@@ -32,7 +32,7 @@ from tornado_gw.ports import Broker, EventLog, Membership, PresenceStore, Sessio
 from tornado_gw.runtime import presence_writes, reads
 from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.gap_fill import fill_gap
-from tornado_gw.runtime.lanes import BATCH_LINGER_S, Lanes
+from tornado_gw.runtime.lanes import Lanes
 from tornado_gw.runtime.slots import SlotKeeper
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class EffectRunner:
         self._decode = decode
         self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing)
         self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
-                                           WRITE_DEADLINE_S, WRITES_AT_ONCE, BATCH_LINGER_S)
+                                           WRITE_DEADLINE_S, WRITES_AT_ONCE)
         self._reads: set[asyncio.Task[None]] = set()
         self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
                             for kind in ("sessions", "presence", "membership", "log")}

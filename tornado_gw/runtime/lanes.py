@@ -10,10 +10,7 @@ it to the reducer as a command). At most ``running`` writes are in the store at
 once (a client's connection pool is finite: redis-py's refuses past 100); the
 deadline counts the wait for a turn too. A write that can be merged into the one
 queued just before it (``merge``) takes its place instead of queueing behind
-it: repeated refreshes cost one store call, not one each. A lane that was idle
-starts ``linger_s`` after its first write, so that what follows within that
-time (a storm of joins, of session snapshots) can merge into it too: a few
-milliseconds of delay for a write nobody waits on, against a round trip each.
+it: repeated refreshes cost one store call, not one each.
 """
 
 from __future__ import annotations
@@ -26,13 +23,12 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 W = TypeVar("W")
-BATCH_LINGER_S = 0.005  # how long the runtime's batched store calls wait for company (lanes, slot claims)
 
 
 class Lanes(Generic[W]):
     def __init__(self, run: Callable[[W], Awaitable[None]], failed: Callable[[W, str], None],
                  merge: Callable[[W, W], W | None], depth: int, max_lanes: int, deadline_s: float,
-                 running: int, linger_s: float = 0.0) -> None:
+                 running: int) -> None:
         self._run = run
         self._failed = failed
         self._merge = merge
@@ -40,8 +36,6 @@ class Lanes(Generic[W]):
         self._max_lanes = max_lanes
         self._deadline_s = deadline_s
         self._turns = asyncio.Semaphore(running)
-        self._linger_s = linger_s
-        self._lingering: set[Hashable] = set()  # lanes whose first write has not started
         self._lanes: dict[Hashable, deque[W]] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -53,13 +47,11 @@ class Lanes(Generic[W]):
                 return
             lane = self._lanes[key] = deque()
             lane.append(write)
-            if self._linger_s > 0:
-                self._lingering.add(key)
             task = asyncio.get_running_loop().create_task(self._work(key, lane))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
             return
-        if len(lane) > 1 or key in self._lingering:  # what has not started may merge
+        if len(lane) > 1:  # lane[0] is running; the others wait and may merge
             merged = self._merge(lane[-1], write)
             if merged is not None:
                 lane[-1] = merged
@@ -93,9 +85,6 @@ class Lanes(Generic[W]):
 
     async def _work(self, key: Hashable, lane: deque[W]) -> None:
         try:
-            if self._linger_s > 0:
-                await asyncio.sleep(self._linger_s)
-                self._lingering.discard(key)
             while lane:
                 write = lane[0]
                 try:
@@ -108,4 +97,3 @@ class Lanes(Generic[W]):
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
-                self._lingering.discard(key)

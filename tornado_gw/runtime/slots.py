@@ -25,11 +25,14 @@ from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.ports import ConnectionSlots
 from tornado_gw.runtime.clock import now
-from tornado_gw.runtime.lanes import BATCH_LINGER_S
 
 log = logging.getLogger(__name__)
 SLOT_TIMEOUT_S = 5.0
 CLAIM_BATCH = 500  # claims per store call, so one call never blocks Redis for long
+# The first claim after a quiet spell waits this long for company. Nothing waits for a
+# claim (a refused one closes its connection with 4011 a little later), unlike the write
+# lanes: a presence query or a resume right after a write must find it, so those never wait.
+CLAIM_LINGER_S = 0.005
 
 
 class SlotKeeper:
@@ -73,9 +76,9 @@ class SlotKeeper:
 
     async def _claim_queued(self) -> None:
         """Claim what is queued, a batch per store call, until nothing is; the first batch
-        leaves ``BATCH_LINGER_S`` after the first claim, with what came meanwhile."""
+        leaves ``CLAIM_LINGER_S`` after the first claim, with what came meanwhile."""
         try:
-            await asyncio.sleep(BATCH_LINGER_S)
+            await asyncio.sleep(CLAIM_LINGER_S)
             while self._queued:
                 batch, self._queued = self._queued[:CLAIM_BATCH], self._queued[CLAIM_BATCH:]
                 answers: list[bool | None]
