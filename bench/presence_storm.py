@@ -11,8 +11,10 @@ and the Redis commands it cost (``INFO stats``; use a Redis of your own, the ben
    Target (issue 11, 1,000 users in 1 s): at most 3 frames per member per second of
    storm, under 0.5 s of CPU.
 2. ``reconnect``: ``--reconnect`` of them close and resume on the other instance within
-   ``--reconnect-s``. Reported: the most presence frames one client got per
-   ``presence_count_interval_s``, CPU and Redis commands per reconnect.
+   ``--reconnect-s`` (with ``--fresh``: unsubscribe, close and join with a new session, two
+   presence transitions each). Reported: the most presence frames one client got per
+   ``presence_count_interval_s``, CPU and Redis commands per reconnect (and per transition).
+   Issue 11's large-room variant: ``--users 10000 --spread-s 20 --reconnect 1000 --fresh``.
 3. ``query``: ``--seed`` more online entries are written straight into the presence
    store (one synthetic connection each), then one member pages through all online
    users with ``presence.query`` (``--page`` per page). Reported: time per page.
@@ -20,13 +22,14 @@ and the Redis commands it cost (``INFO stats``; use a Redis of your own, the ben
 Usage (from the repository root)::
 
     .venv/bin/python -m bench.presence_storm [--users 1000] [--spread-s 1] [--reconnect 100]
-        [--reconnect-s 5] [--seed 100000] [--page 1000] [--redis 127.0.0.1:6379]
+        [--reconnect-s 5] [--fresh] [--seed 100000] [--page 1000] [--redis 127.0.0.1:6379]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import time
@@ -47,6 +50,13 @@ from tornado_gw.web.auth import mint_token
 CONVERSATION = "storm"
 COUNT_INTERVAL_S = 10.0  # presence_count_interval_s, the default
 PRESENCE_FRAMES = ("presence.diff", "presence.state")
+OPEN_TIMEOUT_S = 60.0  # a shared 2-core box takes a while to open 10,000 connections
+# The members send nothing after subscribing, and a run of 10,000 lasts minutes: without
+# these, idle timeouts (4004) and the periodic refresh of every online entry (each
+# presence_ttl_s / 3, a steady cost of being online) would fall into the measured windows.
+QUIET = {"idle_timeout_s": "3600", "presence_ttl_s": "900"}
+QUIET_S = 5.0  # the idle window measured before the reconnects
+JITTER_S = 0.2  # frames sent presence_count_interval_s apart may arrive a little closer on a busy box
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spread-s", type=float, default=1.0, help="the storm's length (default 1 s)")
     parser.add_argument("--reconnect", type=int, default=100, help="members resuming elsewhere (default 100)")
     parser.add_argument("--reconnect-s", type=float, default=5.0, help="over how long (default 5 s)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="movers leave and join with a new session instead of resuming")
     parser.add_argument("--seed", type=int, default=0, help="online entries added for the query phase")
     parser.add_argument("--page", type=int, default=1000, help="presence.query limit (default 1000)")
     parser.add_argument("--redis", default=os.environ.get("REDIS_HOST", "127.0.0.1:6379"))
@@ -92,7 +104,8 @@ class Member:
 
 
 async def join(port: int, user_id: str, session_id: str | None = None) -> Member:
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None)
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None,
+                                  open_timeout=OPEN_TIMEOUT_S)
     auth: dict[str, object] = {"token": mint_token(SECRET, user_id, 3600, time.time())}
     if session_id is not None:
         auth["session_id"] = session_id
@@ -119,20 +132,42 @@ def frames_out(ports: list[int]) -> int:
     return total
 
 
+@dataclass
+class Reading:
+    """Gateway CPU (s), Redis commands (in all and per command, scripts' own included) and
+    presence frames sent; ``Meter.since`` gives the same between two readings."""
+
+    cpu_s: float
+    commands: int
+    reads: int  # requests Redis read off its sockets: about one per round trip (a pipeline is one)
+    frames: int
+    by_command: dict[str, int]
+
+    def top(self, per: int, n: int = 8) -> str:
+        """The ``n`` commonest commands, per ``per`` (a join, a reconnect)."""
+        ranked = sorted(self.by_command.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{name} {calls / per:.1f}" for name, calls in ranked)
+
+
 class Meter:
-    """CPU of the gateways, Redis commands and presence frames sent, between two reads."""
+    """Reads the gateways' CPU and frames and the Redis command counts."""
 
     def __init__(self, pids: list[int], ports: list[int], redis: aredis.Redis) -> None:
         self.pids, self.ports, self.redis = pids, ports, redis
 
-    async def read(self) -> tuple[float, int, int]:
+    async def read(self) -> Reading:
         stats = await self.redis.info("stats")
-        return (sum(tree_cpu_us(pid) for pid in self.pids) / 1e6, int(stats["total_commands_processed"]),
-                frames_out(self.ports))
+        by_command = {name.removeprefix("cmdstat_"): int(fields["calls"])
+                      for name, fields in (await self.redis.info("commandstats")).items()}
+        cpu_s = sum(tree_cpu_us(pid) for pid in self.pids) / 1e6
+        return Reading(cpu_s, int(stats["total_commands_processed"]), int(stats["total_reads_processed"]),
+                       frames_out(self.ports), by_command)
 
-    async def since(self, start: tuple[float, int, int]) -> tuple[float, int, int]:
+    async def since(self, start: Reading) -> Reading:
         now = await self.read()
-        return now[0] - start[0], now[1] - start[1], now[2] - start[2]
+        by_command = {name: calls - start.by_command.get(name, 0) for name, calls in now.by_command.items()}
+        return Reading(now.cpu_s - start.cpu_s, now.commands - start.commands, now.reads - start.reads,
+                       now.frames - start.frames, {name: n for name, n in by_command.items() if n})
 
 
 async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> list[Member]:
@@ -146,43 +181,96 @@ async def storm(args: argparse.Namespace, ports: list[int], meter: Meter) -> lis
 
     members = await asyncio.gather(*(one(n) for n in range(args.users)))
     joined_s = time.monotonic() - t0
+    joined = await meter.since(start)
     await _until(lambda: all(m.count == args.users for m in members), 60.0 + COUNT_INTERVAL_S,
                  lambda: f"members with the right count: {sum(m.count == args.users for m in members)}")
     settled_s = max(m.count_at for m in members) - t0
-    cpu_s, commands, frames = await meter.since(start)
-    per_member_s = frames / args.users / max(joined_s, 1.0)
+    used = await meter.since(start)
+    per_member_s = used.frames / args.users / max(joined_s, 1.0)
     print(f"storm: {args.users} joins in {joined_s:.2f} s; every count right after {settled_s:.2f} s")
-    print(f"  presence frames sent {frames} ({per_member_s:.2f} per member per second of storm; target <= 3)")
-    print(f"  gateway CPU {cpu_s:.3f} s (target < 0.5 s); Redis commands {commands} "
-          f"({commands / args.users:.1f} per join)")
+    print(f"  presence frames sent {used.frames} ({per_member_s:.2f} per member per second of storm; "
+          "target <= 3)")
+    print(f"  gateway CPU {used.cpu_s:.3f} s (target < 0.5 s; {joined.cpu_s:.3f} s of it until the last "
+          f"join was answered); Redis commands {used.commands} ({used.commands / args.users:.1f} per join: "
+          f"{used.top(args.users)}); Redis round trips (socket reads) {used.reads / args.users:.2f} per join")
     return members
 
 
 async def reconnect(args: argparse.Namespace, ports: list[int], meter: Meter, members: list[Member]) -> None:
+    """Movers close and come back on the other instance: resuming their session (no
+    presence transition: the grace period hides the gap), or with ``--fresh`` leaving
+    (``unsubscribe``, then close) and joining with a new session (two transitions each)."""
     movers = members[:args.reconnect]
     if not movers:
         return
+    quiet_start = await meter.read()
+    await asyncio.sleep(QUIET_S)  # what the gateways cost with nobody moving, to set apart
+    idle = await meter.since(quiet_start)
     start = await meter.read()
     t0 = time.monotonic()
+    lag = LoopLag()
     step = args.reconnect_s / len(movers)
 
     async def move(n: int, member: Member) -> Member:
         await asyncio.sleep(n * step)
+        if args.fresh:
+            leave = {"type": "unsubscribe", "payload": {"conversation_ids": [CONVERSATION]}}
+            await member.ws.send(ujson.dumps(leave))
         await member.ws.close()
-        return await join(ports[(n + 1) % 2], member.user_id, member.session_id)
+        return await join(ports[(n + 1) % 2], member.user_id, None if args.fresh else member.session_id)
 
     moved = await asyncio.gather(*(move(n, m) for n, m in enumerate(movers)))
     members[:len(moved)] = moved
     await asyncio.sleep(COUNT_INTERVAL_S)  # what a count-only diff would bring arrives meanwhile
     window = time.monotonic() - t0
-    cpu_s, commands, frames = await meter.since(start)
-    worst = max(_most_in_a_window(m.frame_times, t0, COUNT_INTERVAL_S) for m in members)
-    print(f"reconnect: {len(moved)} resumed on the other instance over {args.reconnect_s:.1f} s "
+    late_s = lag.stop()
+    used = await meter.since(start)
+    worst = max(_most_in_a_window(m.frame_times, t0, COUNT_INTERVAL_S - JITTER_S) for m in members)
+    gaps = [b - a for m in members for a, b in itertools.pairwise(t for t in m.frame_times if t >= t0)]
+    how = "left and joined again" if args.fresh else "resumed"
+    print(f"reconnect: {len(moved)} {how} on the other instance over {args.reconnect_s:.1f} s "
           f"(observed {window:.1f} s)")
-    print(f"  most presence frames one client got per {COUNT_INTERVAL_S:.0f} s: {worst} (target <= 1); "
-          f"presence frames sent {frames}")
-    print(f"  gateway CPU {cpu_s:.3f} s ({cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
-          f"Redis commands {commands} ({commands / len(moved):.1f} per reconnect)")
+    closest = f"{min(gaps):.2f} s" if gaps else "none"
+    print(f"  most presence frames one client got within {COUNT_INTERVAL_S - JITTER_S:.1f} s: {worst} "
+          f"(target <= 1 per {COUNT_INTERVAL_S:.0f} s, less {JITTER_S} s of delivery jitter; "
+          f"the closest two one client got: {closest} apart, as received, while this client's loop "
+          f"ran up to {late_s:.2f} s late); "
+          f"presence frames sent {used.frames}")
+    print(f"  gateway CPU {used.cpu_s:.3f} s ({used.cpu_s / len(moved) * 1000:.2f} ms per reconnect); "
+          f"Redis commands {used.commands} ({used.commands / len(moved):.1f} per reconnect: "
+          f"{used.top(len(moved))}); Redis round trips (socket reads) {used.reads / len(moved):.2f} "
+          "per reconnect")
+    share = window / QUIET_S
+    net_cpu_s, net_commands = used.cpu_s - idle.cpu_s * share, used.commands - idle.commands * share
+    net_reads = used.reads - idle.reads * share
+    print(f"  idle for comparison ({QUIET_S:.0f} s before, nobody moving): CPU {idle.cpu_s:.3f} s, "
+          f"Redis commands {idle.commands}, round trips {idle.reads}; over the window, net of that: "
+          f"CPU {net_cpu_s:.3f} s, Redis commands {net_commands:.0f}, round trips {net_reads:.0f}")
+    if args.fresh:
+        transitions = 2 * len(moved)  # each mover was online on this one connection only
+        per = {"ms CPU": net_cpu_s * 1000, "Redis commands": net_commands, "round trips": net_reads}
+        print(f"  per presence transition ({transitions}), net of idle: "
+              + ", ".join(f"{value / transitions:.2f} {what}" for what, value in per.items()))
+
+
+class LoopLag:
+    """How late this process's event loop ran (the latest a 50 ms sleep woke): frames are
+    stamped when the loop gets to them, so two frames sent 10 s apart can look closer by
+    up to this much when a burst of 10,000 frames meets a busy box."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            due = time.monotonic() + 0.05
+            await asyncio.sleep(0.05)
+            self.worst = max(self.worst, time.monotonic() - due)
+
+    def stop(self) -> float:
+        self._task.cancel()
+        return self.worst
 
 
 def _most_in_a_window(times: list[float], since: float, window_s: float) -> int:
@@ -222,7 +310,7 @@ async def run(args: argparse.Namespace) -> None:
     host, _, port = args.redis.rpartition(":")
     redis = aredis.Redis(host=host, port=int(port))
     try:
-        with gateways(ports, args.redis, prefix, 10) as procs:
+        with gateways(ports, args.redis, prefix, 10, **QUIET) as procs:
             meter = Meter([proc.pid for proc in procs], ports, redis)
             members = await storm(args, ports, meter)
             await reconnect(args, ports, meter, members)

@@ -123,3 +123,15 @@ def test_concurrent_claims_never_pass_the_limit(open_slots: OpenSlots) -> None:
             assert sum(taken) == 3
 
     run(scenario())
+
+
+def test_a_batch_of_claims_answers_each_in_order_like_single_claims(open_slots: OpenSlots) -> None:
+    async def scenario() -> None:
+        async with open_slots() as (one, two):
+            assert await two.claim("alice", "s0", 2, NOW)
+            taken = await one.claim_many([("alice", "s1", 2), ("bob", "s2", 1), ("alice", "s3", 2),
+                                          ("bob", "s2", 1), ("bob", "s4", 1)], NOW)
+            assert taken == [True, True, False, True, False]  # s0 and s1 fill alice's two slots
+            assert await one.claim_many([], NOW) == []
+
+    run(scenario())

@@ -4,7 +4,7 @@ transport that records what each connection would be sent (CONTRACT §3 v2)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -118,5 +118,37 @@ def test_runtime_answers_a_presence_query_the_store_cannot_serve_with_unavailabl
             await eventually(lambda: bool(a.sockets.of("obs", "error")), "the error")
             assert a.sockets.of("obs", "error") == [{"code": "unavailable", "ref_type": "presence.query",
                                                     "message": "try again later: presence could not be read"}]
+
+    run(scenario())
+
+
+class CountingPresence(RedisPresence):
+    """The Redis presence store, counting the join calls that reach it."""
+
+    join_calls = 0
+
+    async def rejoin(self, entries: Sequence[tuple[str, str, str]], expires_at: float) -> None:
+        type(self).join_calls += 1
+        await super().rejoin(entries, expires_at)
+
+
+def test_runtime_joins_that_pile_up_reach_the_store_together(redis_host: str, redis_prefix: str) -> None:
+    """A join storm: the joins queued behind a running presence write go as one store call
+    (not one each), and every one of them is announced with the right count."""
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+    presence = CountingPresence.from_settings(settings)
+
+    async def scenario() -> None:
+        async with instances(settings, 1, presence, presence_batch_ms=50.0) as (a,):
+            for n in range(30):
+                a.join(f"k{n}", f"u{n:02}", "c1")
+
+            def joined() -> list[str]:
+                return [uid for diff in a.sockets.of("k0", "presence.diff") for uid in diff["joins"]]
+
+            await _flushing([a], lambda: len(joined()) == 30, "thirty joins")
+            assert sorted(joined()) == [f"u{n:02}" for n in range(30)]
+            assert a.sockets.of("k0", "presence.diff")[-1]["count"] == 30
+            assert CountingPresence.join_calls <= 3  # the first alone, the others merged behind it
 
     run(scenario())

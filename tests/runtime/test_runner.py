@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -257,3 +258,34 @@ def test_failures_of_one_kind_are_logged_once_a_second_with_how_many_were_kept_q
     assert [r.getMessage() for r in caplog.records] == [
         "! JoinPresence failed: store lane full", "! LoadSession failed: no answer within 4 s",
         "! JoinPresence failed: store lane full (and 999 more since the last warning of its kind)"]
+
+
+class SlowSavingSessions(MemorySessions):
+    """The in-process sessions with a round trip per save, recording each save's sessions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[list[str]] = []
+
+    async def save(self, snapshots: Sequence[SessionSnapshot], ttl_s: float) -> None:
+        self.saves.append([s.session_id for s in snapshots])
+        await asyncio.sleep(0.02)
+        await super().save(snapshots, ttl_s)
+
+
+async def test_session_snapshots_of_a_storm_are_saved_together_the_newest_of_each_winning() -> None:
+    sessions = SlowSavingSessions()
+    async with Runtime(sessions=sessions) as rt:
+        conns = [rt.connect() for _ in range(50)]
+        for n, conn_id in enumerate(conns):
+            rt.auth(conn_id, f"u{n}")
+        await asyncio.gather(*(rt.wait_for(conn_id, "auth.success") for conn_id in conns))
+        for conn_id in conns:
+            rt.subscribe(conn_id, "c1")
+        await asyncio.gather(*(rt.wait_for(conn_id, "subscribed") for conn_id in conns))
+        await rt.runner.stop(2.0)
+        assert len(sessions.saves) <= 4  # a call per batch, not one per auth and subscribe
+        for conn_id in conns:
+            [success] = rt.frames(conn_id, "auth.success")
+            snapshot = await MemorySessions.load(sessions, success["payload"]["session_id"])
+            assert snapshot is not None and snapshot.conversation_ids == ("c1",)

@@ -11,7 +11,7 @@ from tornado_gw.adapters.memory_slots import MemorySlots
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.runtime.clock import now
-from tornado_gw.runtime.slots import SlotKeeper
+from tornado_gw.runtime.slots import CLAIM_BATCH, CLAIM_LINGER_S, SlotKeeper
 
 
 class SlowSlots(MemorySlots):
@@ -41,8 +41,8 @@ def claims(answers: list[c.Command]) -> list[tuple[str, bool]]:
 
 
 async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+    """Long enough for a batch of claims to leave (they wait ``CLAIM_LINGER_S`` for company)."""
+    await asyncio.sleep(CLAIM_LINGER_S + 0.05)
 
 
 def test_claims_are_answered_and_the_cap_holds() -> None:
@@ -129,6 +129,36 @@ def test_a_storm_of_claims_goes_to_the_store_in_a_few_calls_and_each_is_answered
             if len(claims(answers)) == 2_000:
                 break
         assert claims(answers) == [(f"k{n}", n < 1000) for n in range(2_000)]
-        assert slots.calls <= 3
+        assert slots.calls == -(-2_000 // CLAIM_BATCH)  # batches of CLAIM_BATCH
+
+    asyncio.run(scenario())
+
+
+class BatchedSlots(SlowSlots):
+    """Records the size of every batch the keeper hands the store."""
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__(ttl_s)
+        self.batches: list[int] = []
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        self.batches.append(len(claims))
+        return await super().claim_many(claims, now)
+
+
+def test_claims_that_arrive_while_a_batch_is_out_go_together_in_the_next() -> None:
+    async def scenario() -> None:
+        slots = BatchedSlots(30.0)
+        keeper, answers = _keeper(slots)
+        keeper.perform(fx.ClaimConnection("k0", "alice", "s0", 2))
+        await _settle()
+        for n in range(1, 4):  # a storm: k1..k3 wait for k0's round trip, then go as one
+            keeper.perform(fx.ClaimConnection(f"k{n}", "alice", f"s{n}", 2))
+        await _settle()
+        assert slots.batches == [1]
+        slots.gate.set()
+        await _settle()
+        assert slots.batches == [1, 3]
+        assert claims(answers) == [("k0", True), ("k1", True), ("k2", False), ("k3", False)]
 
     asyncio.run(scenario())

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import redis.asyncio as aredis
 
 from tornado_gw.adapters.redis_broker import redis_client, unavailable
+from tornado_gw.adapters.redis_scripts import ScriptPipeline
 from tornado_gw.core.ids import connections_key
 from tornado_gw.settings import Settings
 
@@ -64,16 +65,16 @@ class RedisSlots:
         return (await self.claim_many([(user_id, slot_id, limit)], now))[0]
 
     async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
-        """One script call per claim (each touches its user's key only), pipelined."""
+        """One pipeline of claim scripts (each on its user's key, so each on one Cluster slot)."""
         if not claims:
             return []
         expires_at = repr(now + self._ttl_s)
-        pipe = self._redis.pipeline(transaction=False)
+        batch = ScriptPipeline(self._redis)
         for user_id, slot_id, limit in claims:
-            await self._claim(keys=[connections_key(self._prefix, user_id)],
-                              args=[slot_id, limit, repr(now), expires_at, self._key_ttl_ms], client=pipe)
+            batch.script(self._claim, [connections_key(self._prefix, user_id)],
+                         [slot_id, limit, repr(now), expires_at, self._key_ttl_ms])
         with unavailable("claim connection slots"):
-            taken = await pipe.execute()
+            taken = await batch.execute()
         return [bool(t) for t in taken]
 
     async def release(self, user_id: str, slot_id: str) -> None:

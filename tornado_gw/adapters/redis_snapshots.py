@@ -42,6 +42,7 @@ import ujson
 from redis.commands.core import AsyncScript
 
 from tornado_gw.adapters.redis_broker import redis_client, unavailable
+from tornado_gw.adapters.redis_scripts import ScriptArg, ScriptPipeline
 from tornado_gw.core.ids import (
     conv_channel,
     presence_due_key,
@@ -56,7 +57,6 @@ from tornado_gw.core.ids import (
 from tornado_gw.core.records import PresencePage, SessionSnapshot, snapshot_from_record, snapshot_record
 from tornado_gw.settings import Settings
 
-ScriptArg = str | int | float
 GC_TTL_S = 86400.0
 CHUNK_ENTRIES = 500  # presence entries per script call or MULTI: well under a millisecond of Redis
 _SWEEP_CONVERSATIONS = 100  # due conversations per sweep call
@@ -308,15 +308,15 @@ class RedisSessions(_RedisStore):
         for snapshot in snapshots:
             by_user.setdefault(snapshot.user_id, []).append(snapshot)
         ttl_ms = _ms(ttl_s)
-        pipe = self._redis.pipeline(transaction=False)
+        batch = ScriptPipeline(self._redis)
         for user_id, mine in by_user.items():
             args: list[ScriptArg] = [ttl_ms + _INDEX_SLACK_MS, *(s.session_id for s in mine)]
-            await self._index(keys=[user_sessions_key(self._prefix, user_id)], args=args, client=pipe)
+            batch.script(self._index, [user_sessions_key(self._prefix, user_id)], args)
             for snapshot in mine:
                 value = ujson.dumps(snapshot_record(snapshot))
-                pipe.set(session_key(self._prefix, snapshot.session_id), value, px=ttl_ms)
+                batch.pipe.set(session_key(self._prefix, snapshot.session_id), value, px=ttl_ms)
         with unavailable("save session"):
-            await pipe.execute()
+            await batch.execute()
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return (await self.load_many([session_id]))[0]

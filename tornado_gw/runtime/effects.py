@@ -164,11 +164,12 @@ class EffectRunner:
         else:
             await self._presence.run(effect)
 
-    def _failed(self, effect: fx.Effect | SessionSaves, reason: str) -> None:
+    def _failed(self, effect: fx.Effect | SessionSaves | presence_writes.Joins, reason: str) -> None:
         if isinstance(effect, SessionSaves):
             effect = effect.effect()
         self._failures.warn(type(effect).__name__, reason)
-        self._submit(c.EffectFailed(effect, reason, now()))
+        for one in effect.joins if isinstance(effect, presence_writes.Joins) else (effect,):
+            self._submit(c.EffectFailed(one, reason, now()))
 
     # --- reads -----------------------------------------------------------------------
 

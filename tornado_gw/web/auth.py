@@ -77,7 +77,7 @@ def verify_token(
     """
     _check_algorithms(algorithms)
     rules = _Rules(tuple(algorithms), leeway_s, require_exp, None, None)
-    return _verified(token, lambda _header: secret, rules, now)
+    return _verified(token, lambda _token: secret, rules, now)
 
 
 class KeyUnknown(Exception):
@@ -115,9 +115,15 @@ class TokenVerifier:
         """When the connection must close with 4003: the last moment ``verify`` accepts the token."""
         return None if claims.expires_at is None else claims.expires_at + self._rules.leeway_s
 
-    def _key_for(self, header: Mapping[str, Any]) -> Any:
+    def _key_for(self, token: str) -> Any:
+        """The key to check ``token`` with; its header is read only for a JWKS ``kid`` (PyJWT
+        reads it again to decode: twice would double the cost of a connection storm's auths)."""
         if self.jwks is None:
             return self._key
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token: {exc}") from None
         kid = header.get("kid")
         key = self.jwks.get(kid if isinstance(kid, str) else None)
         if key is None:
@@ -134,18 +140,14 @@ def _load_public_key(pem: str) -> Any:
         raise SettingsError("jwt_public_key", f"not a PEM public key: {' '.join(str(exc).split())}") from None
 
 
-def _verified(token: str, key_for: Callable[[Mapping[str, Any]], Any], rules: _Rules, now: float) -> Claims:
+def _verified(token: str, key_for: Callable[[str], Any], rules: _Rules, now: float) -> Claims:
     if not isinstance(token, str):
         raise TokenError("token must be a string")
     if not token:
         raise TokenError("token is empty")
     if len(token) > MAX_TOKEN_CHARS:
         raise TokenError(f"token is longer than {MAX_TOKEN_CHARS} characters")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"invalid token: {exc}") from None
-    payload = _decode(token, key_for(header), rules)
+    payload = _decode(token, key_for(token), rules)
     expires_at = _check_times(payload, leeway_s=rules.leeway_s, require_exp=rules.require_exp, now=now)
     return Claims(user_id=_user_id(payload), expires_at=expires_at)
 
