@@ -9,7 +9,11 @@ state) expires within the run, and reports figures, not assertions:
 * RSS of the gateway process after a warm-up, after the cycles, and once every
   window has passed (``settled``): flat when nothing is kept for ever;
 * the number of Redis keys under the run's prefix at the same three moments
-  (Redis deployment only).
+  (Redis deployment only);
+* with ``--heap``, the gateway's own heap at the same moments (``bench/heap_probe.py``):
+  pymalloc's bytes in use and arenas, glibc's bytes in use, objects the collector tracks.
+  A leak grows the bytes in use with the cycles; fragmentation leaves them flat while
+  the RSS stays at its high-water mark.
 
 Each cycle: connect, ``auth`` as one of ``--users`` users, ``subscribe`` to two
 of ``--conversations`` conversations, send one ``typing``, close.
@@ -18,6 +22,7 @@ Usage, from the repository root, with the project's interpreter::
 
     .venv/bin/python -m bench.days_in_minutes --cycles 200000
     .venv/bin/python -m bench.days_in_minutes --cycles 2000 --deployments embedded
+    .venv/bin/python -m bench.days_in_minutes --cycles 60000 --deployments embedded --heap
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,12 +55,14 @@ SETTLE_S = 12.0  # past every window above, and a few presence sweeps
 WARMUP_CYCLES = 500
 START_TIMEOUT_S = 30.0
 CYCLE_TIMEOUT_S = 10.0
+HEAP_TIMEOUT_S = 30.0
 
 
 @dataclass
 class Sample:
     rss_mb: float
     redis_keys: int | None
+    heap: dict[str, int] | None = None  # a line of bench/heap_probe.py, with --heap
 
 
 @dataclass
@@ -71,15 +79,22 @@ class Figures:
         rate = self.cycles / self.seconds if self.seconds else 0.0
         def keys(sample: Sample) -> str:
             return "-" if sample.redis_keys is None else str(sample.redis_keys)
-        return [f"| {self.deployment} | {self.cycles:,} | {self.failed} | {rate:,.0f}/s "
-                f"| {self.warm.rss_mb:.1f} | {self.end.rss_mb:.1f} | {self.settled.rss_mb:.1f} "
-                f"| {keys(self.warm)} | {keys(self.end)} | {keys(self.settled)} |"]
+        lines = [f"| {self.deployment} | {self.cycles:,} | {self.failed} | {rate:,.0f}/s "
+                 f"| {self.warm.rss_mb:.1f} | {self.end.rss_mb:.1f} | {self.settled.rss_mb:.1f} "
+                 f"| {keys(self.warm)} | {keys(self.end)} | {keys(self.settled)} |"]
+        for moment, sample in (("warm", self.warm), ("end", self.end), ("settled", self.settled)):
+            if sample.heap is not None:
+                heap = sample.heap
+                lines.append(f"  heap {moment}: pymalloc {heap['pymalloc_bytes'] / 1e6:.1f} MB in use, "
+                             f"{heap['pymalloc_arenas']} arenas; glibc {heap['glibc_bytes'] / 1e6:.1f} MB "
+                             f"in use; {heap['gc_objects']:,} tracked objects")
+        return lines
 
 
 class Gateway:
     """One gateway process for one deployment, with its own prefix."""
 
-    def __init__(self, deployment: str, redis_host: str, log_path: Path) -> None:
+    def __init__(self, deployment: str, redis_host: str, log_path: Path, heap: bool) -> None:
         self.port = free_port()
         self.prefix = f"days{uuid.uuid4().hex[:8]}:"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGATEWAY_", "REDIS_", "POSTGRES_"))}
@@ -90,8 +105,10 @@ class Gateway:
         if deployment == "redis":
             env["REDIS_HOST"] = redis_host
         self.redis = redis.Redis(*_split(redis_host)) if deployment == "redis" else None
+        self.heap_path = log_path.with_suffix(".heap") if heap else None
+        probe = ["bench/heap_probe.py", str(self.heap_path)] if self.heap_path else ["-m", "tornado_gw"]
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([gw_python(), "-m", "tornado_gw"], cwd=REPO, env=env,
+            self.proc = subprocess.Popen([gw_python(), *probe], cwd=REPO, env=env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         wait_listening(self.proc, self.port, START_TIMEOUT_S, lambda: f"gateway ({deployment})")
 
@@ -99,7 +116,22 @@ class Gateway:
         keys = None
         if self.redis is not None:
             keys = sum(1 for _ in self.redis.scan_iter(match=self.prefix + "*", count=1000))
-        return Sample(procstat.tree_rss_bytes(self.proc.pid) / 1e6, keys)
+        rss_mb = procstat.tree_rss_bytes(self.proc.pid) / 1e6  # before the probe's own collection
+        return Sample(rss_mb, keys, self._heap())
+
+    def _heap(self) -> dict[str, int] | None:
+        """Ask bench/heap_probe.py for a line and wait for it."""
+        if self.heap_path is None:
+            return None
+        before = self.heap_path.read_text().count("\n") if self.heap_path.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + HEAP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            lines = self.heap_path.read_text().splitlines() if self.heap_path.exists() else []
+            if len(lines) > before:
+                return dict(json.loads(lines[-1]))
+            time.sleep(0.1)
+        raise TimeoutError(f"no heap sample from the gateway within {HEAP_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -155,7 +187,7 @@ async def run_cycles(url: str, first: int, count: int, args: argparse.Namespace)
 
 
 def measure(deployment: str, args: argparse.Namespace, workdir: Path) -> Figures:
-    gateway = Gateway(deployment, args.redis_host, workdir / f"{deployment}.log")
+    gateway = Gateway(deployment, args.redis_host, workdir / f"{deployment}.log", args.heap)
     url = f"ws://127.0.0.1:{gateway.port}/ws"
     try:
         asyncio.run(run_cycles(url, 0, WARMUP_CYCLES, args))
@@ -180,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--conversations", type=int, default=500)
     parser.add_argument("--deployments", default="embedded,redis", help="comma-separated: embedded, redis")
+    parser.add_argument("--heap", action="store_true",
+                        help="run the gateway under bench/heap_probe.py and print its heap too")
     parser.add_argument("--redis-host", default=os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379"))
     return parser.parse_args(argv)
 
