@@ -15,12 +15,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.e2e.harness import Client, GatewayProcess, T, token, wait_until
 from tests.e2e.test_durable import Cluster, joined, message, new_cluster, numbered, replay, seqs
 from tests.support.tcp_proxy import ProxyThread
+from tornado_gw.core.ids import connections_key
 
 pytestmark = pytest.mark.e2e
 cluster = pytest.fixture(new_cluster, name="cluster")
@@ -201,11 +203,20 @@ async def test_server_unsubscribe_and_disconnect_reach_both_instances(cluster: C
     await again.close()
 
 
+def _slots_held(cluster: Cluster, user_id: str) -> int:
+    """The user's live connection slots in Redis, every instance's."""
+    host, _, port = cluster.redis_host.rpartition(":")
+    with redis.Redis(host, int(port)) as client:
+        return int(client.zcard(connections_key(cluster.settings.prefix, user_id)))
+
+
 async def test_the_connection_cap_counts_both_instances_and_heals_after_a_kill(cluster: Cluster) -> None:
     ttl_s = 2.0
     first, second = (cluster.gateway(max_connections_per_user=2, presence_ttl_s=ttl_s) for _ in range(2))
     on_first, _ = await joined(first, "alice")
     await joined(second, "alice")
+    # a claim never holds up `auth` (runtime/slots.py): the cap counts the slots once they landed
+    wait_until(lambda: _slots_held(cluster, "alice") == 2, "both instances' claims to land")
     third = await Client.connect(first)
     await third.auth("alice")
     assert (await third.closed())[0] == 4011
