@@ -101,7 +101,7 @@ class Gateway:
         env.update(GW_LIMITS)
         env.update(WINDOWS)
         env.update({"JWT_SECRET": JWT_SECRET, "WSGATEWAY_PORT": str(self.port),
-                    "WSGATEWAY_PREFIX": self.prefix, "MODE": "development", "LOGGER_LEVEL": "warning"})
+                    "WSGATEWAY_PREFIX": self.prefix, "LOGGER_LEVEL": "warning"})
         if deployment == "redis":
             env["REDIS_HOST"] = redis_host
         self.redis = redis.Redis(*_split(redis_host)) if deployment == "redis" else None
