@@ -163,6 +163,9 @@ class PresenceStore(Protocol):
         (and, when ``list_limit`` > 0, ``users``: the first ``list_limit`` online ids), in
         order with the conversation's transitions."""
 
+    async def announce_many(self, asked: Sequence[tuple[str, int]]) -> None:
+        """``announce`` for each ``(conversation_id, list_limit)``, in one round trip."""
+
     async def expire(self, now: float) -> None:
         """Drop sessions expired by ``now``, in bounded chunks; announces the users that
         thereby went offline."""

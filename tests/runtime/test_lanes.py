@@ -1,11 +1,12 @@
 """Ordered, bounded store lanes (runtime/lanes.py): order per key, no waiting across
-keys, a bound per lane, a deadline per write, merging of piled-up refreshes."""
+keys, a bound per lane, a deadline per write, merging of piled-up writes, also past
+queued writes they commute with."""
 
 from __future__ import annotations
 
 import asyncio
 
-from tornado_gw.runtime.lanes import Lanes
+from tornado_gw.runtime.lanes import MERGE_REACH, Lanes
 
 
 class Store:
@@ -30,7 +31,10 @@ def lanes(store: Store, depth: int = 10, max_lanes: int = 10, deadline_s: float 
     def merge(queued: str, new: str) -> str | None:
         return new if queued.startswith("refresh") and new.startswith("refresh") else None
 
-    return Lanes(store.run, store.fail, merge, depth, max_lanes, deadline_s, running=4)
+    def commutes(queued: str, new: str) -> bool:
+        return queued.startswith("announce")
+
+    return Lanes(store.run, store.fail, merge, commutes, depth, max_lanes, deadline_s, running=4)
 
 
 async def test_writes_of_one_key_run_in_order_and_a_stuck_key_holds_up_only_itself() -> None:
@@ -66,3 +70,24 @@ async def test_refreshes_piled_up_behind_a_slow_write_merge_into_the_newest() ->
     await merging.drain(1.0)
     assert store.done == ["join", "refresh3", "leave", "refresh4"]
     assert store.failed == []
+
+
+async def test_a_write_merges_past_queued_writes_it_commutes_with_but_not_past_others() -> None:
+    store = Store()
+    merging = lanes(store)
+    for write in ("join", "refresh1", "announce-a", "announce-b", "refresh2", "leave", "announce-c",
+                  "refresh3"):
+        merging.put("p", write)
+    await merging.drain(1.0)
+    # refresh2 reaches refresh1 past the announcements; refresh3 stops at the leave
+    assert store.done == ["join", "refresh2", "announce-a", "announce-b", "leave", "announce-c", "refresh3"]
+
+
+async def test_a_write_reaches_back_at_most_merge_reach_writes() -> None:
+    store = Store()
+    merging = lanes(store, depth=50)
+    fillers = [f"announce-{n}" for n in range(MERGE_REACH)]
+    for write in ("join", "refresh1", *fillers, "refresh2"):
+        merging.put("p", write)
+    await merging.drain(1.0)
+    assert store.done == ["join", "refresh1", *fillers, "refresh2"]  # refresh1 was out of reach

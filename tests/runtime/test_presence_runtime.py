@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tests.runtime.rig import Sockets
+import pytest
+
+from tests.runtime.rig import RoundTrips, Sockets
 from tests.support.redis import eventually, repeat_until, run
 from tornado_gw import codec
 from tornado_gw.adapters.memory import AllowAllMembership
@@ -17,6 +19,7 @@ from tornado_gw.adapters.redis_snapshots import RedisPresence, RedisSessions, Re
 from tornado_gw.adapters.wiring import NoDurableLog
 from tornado_gw.core import commands as c
 from tornado_gw.core.state import Gateway, Limits
+from tornado_gw.runtime import effects
 from tornado_gw.runtime.clock import now
 from tornado_gw.runtime.dispatcher import Dispatcher
 from tornado_gw.runtime.effects import Adapters, EffectRunner
@@ -27,7 +30,7 @@ from tornado_gw.settings import Settings
 class Instance:
     """One gateway's core and runtime, without the web layer."""
 
-    def __init__(self, settings: Settings, limits: Limits, presence: RedisPresence | None = None) -> None:
+    def __init__(self, settings: Settings, limits: Limits, presence: Any = None) -> None:
         self.sockets = Sockets()
         self.dispatcher = Dispatcher(Gateway(limits))
         presence = presence or RedisPresence.from_settings(settings)
@@ -57,7 +60,7 @@ class Instance:
 
 
 @asynccontextmanager
-async def instances(settings: Settings, count: int, presence: RedisPresence | None = None,
+async def instances(settings: Settings, count: int, presence: Any = None,
                     **limits: Any) -> AsyncIterator[list[Instance]]:
     running = [Instance(settings, Limits(**limits), presence) for _ in range(count)]
     for instance in running:
@@ -150,5 +153,34 @@ def test_runtime_joins_that_pile_up_reach_the_store_together(redis_host: str, re
             assert sorted(joined()) == [f"u{n:02}" for n in range(30)]
             assert a.sockets.of("k0", "presence.diff")[-1]["count"] == 30
             assert CountingPresence.join_calls <= 3  # the first alone, the others merged behind it
+
+    run(scenario())
+
+
+def test_runtime_a_storm_of_joins_into_new_rooms_fits_the_presence_lane(
+        redis_host: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each connection joins a room of its own: a join, then an announcement of the new room,
+    alternate in the one presence lane. Each merges with its own kind past the other (they
+    touch other rooms), so the lane stays short; merging only with the last write queued
+    kept one store call per write, and at 800 connects a second on Redis most joins were
+    refused ("store lane full") and never announced."""
+    monkeypatch.setattr(effects, "LANE_DEPTH", 16)
+    settings = Settings(redis_host=redis_host, prefix=redis_prefix)
+    rooms = [f"r{n}" for n in range(200)]
+    slow = RoundTrips(RedisPresence.from_settings(settings), 0.005)  # a store a little farther away
+
+    async def scenario() -> None:
+        async with instances(settings, 1, slow) as (a,):
+            for n, room in enumerate(rooms):
+                a.join(f"k{n}", f"u{n}", room)
+            store, counts = a.adapters.presence, []
+
+            async def read_counts() -> None:
+                counts[:] = [(await store.page(room, None, 10)).count for room in rooms]
+
+            await repeat_until(read_counts, lambda: counts == [1] * len(rooms), "every join in Redis")
+            # nothing refused: a refused announcement leaves its room's count unknown until asked again
+            assert [r.getMessage() for r in caplog.records if "failed" in r.getMessage()] == []
 
     run(scenario())

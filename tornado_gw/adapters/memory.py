@@ -277,6 +277,10 @@ class MemoryPresence:
         users = self._sorted.get(conversation_id, [])[:list_limit] if list_limit else None
         self._publish(conversation_id, [], [], users)
 
+    async def announce_many(self, asked: Sequence[tuple[str, int]]) -> None:
+        for conversation_id, list_limit in asked:
+            await self.announce(conversation_id, list_limit)
+
     async def expire(self, now: float) -> None:
         offline: dict[str, list[str]] = {}
         for at, (conversation_id, user_id, session_id) in self._deadlines.due(now):

@@ -414,10 +414,16 @@ class RedisPresence(_ExpiringStore):
         return PresencePage(tuple(member.decode() for member in members), int(count))
 
     async def announce(self, conversation_id: str, list_limit: int) -> None:
-        keys = self._keys(conversation_id)[1:]
-        args: list[ScriptArg] = [self._channel(conversation_id), conversation_id, list_limit]
+        await self.announce_many([(conversation_id, list_limit)])
+
+    async def announce_many(self, asked: Sequence[tuple[str, int]]) -> None:
+        """One pipeline of announce scripts (each on its conversation's keys: one Cluster slot)."""
+        batch = ScriptPipeline(self._redis)
+        for conversation_id, list_limit in asked:
+            batch.script(self._announce, self._keys(conversation_id)[1:],
+                         [self._channel(conversation_id), conversation_id, list_limit])
         with unavailable("presence announce"):
-            await self._announce(keys=keys, args=args)
+            await batch.execute()
 
     async def expire(self, now: float) -> None:
         await self._sweep(self._expire, presence_due_key(self._prefix), self._keys, now)

@@ -107,8 +107,8 @@ class EffectRunner:
         self._decode = decode
         self._presence = presence_writes.PresenceWriter(adapters.presence, adapters.typing)
         self._failures = FailureLog()
-        self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, LANE_DEPTH, MAX_LANES,
-                                           WRITE_DEADLINE_S, WRITES_AT_ONCE)
+        self._writes: Lanes[Write] = Lanes(self._write, self._failed, _merge, _commutes, LANE_DEPTH,
+                                           MAX_LANES, WRITE_DEADLINE_S, WRITES_AT_ONCE)
         self._reads: set[asyncio.Task[None]] = set()
         self._read_turns = {kind: asyncio.Semaphore(READS_PER_STORE)
                             for kind in ("sessions", "presence", "membership", "log")}
@@ -164,11 +164,11 @@ class EffectRunner:
         else:
             await self._presence.run(effect)
 
-    def _failed(self, effect: fx.Effect | SessionSaves | presence_writes.Joins, reason: str) -> None:
+    def _failed(self, effect: fx.Effect | Write, reason: str) -> None:
         if isinstance(effect, SessionSaves):
             effect = effect.effect()
         self._failures.warn(type(effect).__name__, reason)
-        for one in effect.joins if isinstance(effect, presence_writes.Joins) else (effect,):
+        for one in presence_writes.parts(effect) if isinstance(effect, presence_writes.MERGED) else (effect,):
             self._submit(c.EffectFailed(one, reason, now()))
 
     # --- reads -----------------------------------------------------------------------
@@ -274,4 +274,11 @@ def _merge(queued: Write, new: Write) -> Write | None:
     if isinstance(queued, sessions) or isinstance(new, sessions):
         return None
     return presence_writes.merge(queued, new)
+
+
+def _commutes(queued: Write, new: Write) -> bool:
+    sessions = (fx.SaveSession, SessionSaves, fx.DeleteSession)
+    if isinstance(queued, sessions) or isinstance(new, sessions):
+        return False  # the sessions lane keeps its order (see _lane_of)
+    return presence_writes.commutes(queued, new)
 

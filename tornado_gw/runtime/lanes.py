@@ -8,9 +8,11 @@ either bound a write is refused at once, and every write that fails, is late
 (past ``deadline_s``) or is refused is handed to ``failed`` (the runner reports
 it to the reducer as a command). At most ``running`` writes are in the store at
 once (a client's connection pool is finite: redis-py's refuses past 100); the
-deadline counts the wait for a turn too. A write that can be merged into the one
-queued just before it (``merge``) takes its place instead of queueing behind
-it: repeated refreshes cost one store call, not one each.
+deadline counts the wait for a turn too. A write that can be merged into one
+queued before it (``merge``) takes its place instead of queueing behind it: repeated
+refreshes cost one store call, not one each. It may reach back past up to
+``MERGE_REACH`` writes that it ``commutes`` with (they may run after it), so kinds
+that alternate in a storm still merge, each with its own.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 W = TypeVar("W")
+MERGE_REACH = 8  # queued writes a new one may pass to merge: a bounded scan per write
 
 
 class Lanes(Generic[W]):
     def __init__(self, run: Callable[[W], Awaitable[None]], failed: Callable[[W, str], None],
-                 merge: Callable[[W, W], W | None], depth: int, max_lanes: int, deadline_s: float,
-                 running: int) -> None:
+                 merge: Callable[[W, W], W | None], commutes: Callable[[W, W], bool], depth: int,
+                 max_lanes: int, deadline_s: float, running: int) -> None:
         self._run = run
         self._failed = failed
         self._merge = merge
+        self._commutes = commutes
         self._depth = depth
         self._max_lanes = max_lanes
         self._deadline_s = deadline_s
@@ -51,15 +55,24 @@ class Lanes(Generic[W]):
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
             return
-        if len(lane) > 1:  # lane[0] is running; the others wait and may merge
-            merged = self._merge(lane[-1], write)
-            if merged is not None:
-                lane[-1] = merged
-                return
+        if self._merged(lane, write):
+            return
         if len(lane) >= self._depth:
             self._failed(write, f"store lane full ({self._depth} writes queued)")
             return
         lane.append(write)
+
+    def _merged(self, lane: deque[W], write: W) -> bool:
+        """Merge ``write`` into a waiting write (lane[0] is running) it may reach."""
+        for index in range(len(lane) - 1, max(0, len(lane) - 1 - MERGE_REACH), -1):
+            queued = lane[index]
+            merged = self._merge(queued, write)
+            if merged is not None:
+                lane[index] = merged
+                return True
+            if not self._commutes(queued, write):
+                return False
+        return False
 
     def busy(self) -> int:
         """Writes queued or running, over all lanes."""
