@@ -20,6 +20,7 @@ from tests.core.world import World, _now, encode
 from tornado_gw.core import commands as c
 from tornado_gw.core import effects as fx
 from tornado_gw.core import frames
+from tornado_gw.core.operations import OP_DEADLINE_S
 from tornado_gw.core.records import LoggedEvent
 
 REMOVED = "membership.removed"
@@ -304,3 +305,40 @@ def test_a_removed_conversation_replayed_twice_sends_its_events_once() -> None:
     assert sorted(seen(first)) == [("membership.removed", removal), ("message.new", 1)]
     again = subscribe(w, "a", "c1", last_seq=0)
     assert seen(again) == [] and kinds(again)[-1] == "replay.done"
+
+
+def test_a_resume_reads_its_replay_again_until_a_committed_removal_is_numbered() -> None:
+    """The member row is gone (the API server's transaction committed) but the relay has not
+    numbered its ``membership.removed`` when the resume reads the replay: sent then, the
+    replay would drop the events below the removal. It is read again until the removal is
+    there (tests/e2e/test_revocation.py hit this window now and then)."""
+    w = gone_offline()
+    below = say(w, "c1", 0)
+    kept = say(w, "c2", 1)
+    assert w.members is not None
+    w.members["alice"].discard("c1")  # committed; the relay numbers it a moment later
+    got = login(w, "a2", "alice", session_id="s-a", last_seq=0)
+    assert [f["type"] for f in got] == ["auth.success"]  # no replay yet: waiting for the removal
+    w.advance(0.1)
+    assert take(w, "a2") == []
+    removal = w.emit("user:alice", REMOVED, {"conversation_id": "c1"}).seq
+    w.advance(0.2)
+    got = take(w, "a2")
+    assert seen(got) == [("message.new", below), ("message.new", kept), (REMOVED, removal)]
+    assert got[-1]["payload"] == {"count": 3, "recovered": True}
+
+
+def test_a_resume_whose_removal_never_comes_is_answered_before_its_deadline() -> None:
+    """A member row deleted without an outbox row (not the API server's transaction): the
+    resume goes on without the conversation, within the operation's deadline."""
+    w = gone_offline()
+    say(w, "c1", 0)
+    kept = say(w, "c2", 1)
+    assert w.members is not None
+    w.members["alice"].discard("c1")
+    login(w, "a2", "alice", session_id="s-a", last_seq=0)
+    for _ in range(int(OP_DEADLINE_S / 0.2)):
+        w.advance(0.2)
+    got = take(w, "a2")
+    assert seen(got) == [("message.new", kept)]
+    assert got[-1]["payload"] == {"count": 1, "recovered": True}

@@ -231,6 +231,16 @@ class GapLostDuringOperation:
     conn_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayRereadAt:
+    """A resume's replay found no removal for a conversation of the session that is no
+    longer allowed: its removal is committed but not numbered yet, so the replay is read
+    again at ``at`` (None: it is being read again now)."""
+
+    conn_id: str
+    at: float | None
+
+
 # --- channels, broker, log -----------------------------------------------------------
 
 
@@ -599,6 +609,10 @@ def _gap_lost_during_operation(s: Gateway, e: GapLostDuringOperation) -> None:
     _op(s, e.conn_id).gap_lost = True
 
 
+def _replay_reread_at(s: Gateway, e: ReplayRereadAt) -> None:
+    _op(s, e.conn_id).reread_at = e.at
+
+
 def _subscriber_added(s: Gateway, e: SubscriberAdded) -> None:
     subscribers = s.subscribers.get(e.channel)
     if subscribers is None:
@@ -766,7 +780,8 @@ _EVOLVE: dict[type, Callable[[Gateway, Any], None]] = {
     OperationStarted: _operation_started, Granted: _granted, ChannelConfirmed: _channel_confirmed,
     WaitAbandoned: _wait_abandoned, Replied: _replied, CaughtUp: _caught_up, BufferTaken: _buffer_taken,
     OperationFinished: _operation_finished, OperationAborted: _operation_aborted, Revoked: _revoked,
-    GapLostDuringOperation: _gap_lost_during_operation, SubscriberAdded: _subscriber_added,
+    GapLostDuringOperation: _gap_lost_during_operation, ReplayRereadAt: _replay_reread_at,
+    SubscriberAdded: _subscriber_added,
     SubscriberRemoved: _subscriber_removed, ChannelWentLive: _channel_went_live,
     ChannelAnsweredUnconfirmed: _channel_answered_unconfirmed, BrokerMessageApplied: _broker_message_applied,
     PresenceFrameHeld: _presence_frame_held, BrokerMessageHeld: _broker_message_held,

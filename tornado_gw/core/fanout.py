@@ -159,6 +159,7 @@ def tick(state: Gateway, cmd: c.Tick, out: Effects) -> None:
     for conn, code in expired:
         access.close(state, conn, code, _REASONS[code], out)
     operations.expire_late(state, at, out)
+    operations.reread_replays(state, at, out)
     out.append(fx.ExpireStale(at))
     if at >= state.next_refresh_at:
         record(state, ev.RefreshScheduled(at + limits.presence_ttl_s / 3))

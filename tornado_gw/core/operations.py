@@ -21,6 +21,7 @@ from tornado_gw.core.state import Connection, Gateway, Operation
 
 Effects = list[fx.Effect]
 OP_DEADLINE_S = 8.0  # an operation is answered this long after its request at the latest (< 10 s)
+REREAD_S = 0.2  # a resume waiting for a removal to be numbered reads its replay again after this
 
 
 def begin(state: Gateway, conn: Connection, kind: str, requested: tuple[str, ...], last_seq: int | None,
@@ -129,9 +130,35 @@ def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, .
     op = conn.op
     if op is None or not op.replaying:
         return
+    if events is not None and _removal_unnumbered(conn, op, events) and at + REREAD_S < op.deadline_at:
+        record(state, ev.ReplayRereadAt(conn.conn_id, at + REREAD_S))
+        return
     count = _send_visible(state, conn, op, events or (), at, out, paced=True)
     out.append(fx.SendFrame(conn.conn_id, frames.replay_done(count, events is not None)))
     finish(state, conn, at, out)
+
+
+def _removal_unnumbered(conn: Connection, op: Operation, events: tuple[LoggedEvent, ...]) -> bool:
+    """A resume whose session had a conversation the membership check denied, and no
+    removal of it in the replay or held: the API server's transaction removed the member
+    row, but the relay has not numbered its ``membership.removed`` yet. Sent now, the
+    replay would drop the events below the removal (rule 1); read again shortly instead."""
+    if not (op.kind == "auth" and op.resumed and op.denied):
+        return False
+    _shown, _held, cuts = access.visible(conn, op, events, op.buffer)
+    return any(cid not in cuts for cid in op.denied)
+
+
+def reread_replays(state: Gateway, at: float, out: Effects) -> None:
+    """Read again the replays put off by ``replay_loaded`` whose time has come."""
+    due = [conn for conn in state.connections.values()
+           if conn.op is not None and conn.op.reread_at is not None and at >= conn.op.reread_at]
+    for conn in sorted(due, key=lambda conn: conn.conn_id):
+        op = conn.op
+        assert op is not None and op.last_seq is not None
+        record(state, ev.ReplayRereadAt(conn.conn_id, None))
+        out.append(fx.LoadReplay(conn.conn_id, access.replay_channels(conn, op), op.last_seq,
+                                 state.limits.replay_max_events))
 
 
 def finish(state: Gateway, conn: Connection, at: float, out: Effects) -> None:
