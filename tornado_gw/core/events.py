@@ -234,8 +234,8 @@ class GapLostDuringOperation:
 @dataclass(frozen=True, slots=True)
 class ReplayRereadAt:
     """A resume's replay found no removal for a conversation of the session that is no
-    longer allowed: its removal is committed but not numbered yet, so the replay is read
-    again at ``at`` (None: it is being read again now)."""
+    longer allowed: its removal may be committed but not numbered yet, so the replay is
+    read again at ``at`` (None: it is being read again now)."""
 
     conn_id: str
     at: float | None
@@ -610,7 +610,10 @@ def _gap_lost_during_operation(s: Gateway, e: GapLostDuringOperation) -> None:
 
 
 def _replay_reread_at(s: Gateway, e: ReplayRereadAt) -> None:
-    _op(s, e.conn_id).reread_at = e.at
+    op = _op(s, e.conn_id)
+    op.reread_at = e.at
+    if e.at is not None:
+        op.rereads += 1
 
 
 def _subscriber_added(s: Gateway, e: SubscriberAdded) -> None:

@@ -21,7 +21,8 @@ from tornado_gw.core.state import Connection, Gateway, Operation
 
 Effects = list[fx.Effect]
 OP_DEADLINE_S = 8.0  # an operation is answered this long after its request at the latest (< 10 s)
-REREAD_S = 0.2  # a resume waiting for a removal to be numbered reads its replay again after this
+REREAD_S = 0.2  # a resume waiting for a removal to be numbered reads its replay again after this,
+MAX_REREADS = 1  # at the next tick, once: a user who left without a removal event waits no longer
 
 
 def begin(state: Gateway, conn: Connection, kind: str, requested: tuple[str, ...], last_seq: int | None,
@@ -130,7 +131,8 @@ def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, .
     op = conn.op
     if op is None or not op.replaying:
         return
-    if events is not None and _removal_unnumbered(conn, op, events) and at + REREAD_S < op.deadline_at:
+    if (events is not None and op.rereads < MAX_REREADS and at + REREAD_S < op.deadline_at
+            and _removal_unnumbered(conn, op, events)):
         record(state, ev.ReplayRereadAt(conn.conn_id, at + REREAD_S))
         return
     count = _send_visible(state, conn, op, events or (), at, out, paced=True)
@@ -140,9 +142,11 @@ def replay_loaded(state: Gateway, conn: Connection, events: tuple[LoggedEvent, .
 
 def _removal_unnumbered(conn: Connection, op: Operation, events: tuple[LoggedEvent, ...]) -> bool:
     """A resume whose session had a conversation the membership check denied, and no
-    removal of it in the replay or held: the API server's transaction removed the member
-    row, but the relay has not numbered its ``membership.removed`` yet. Sent now, the
-    replay would drop the events below the removal (rule 1); read again shortly instead."""
+    removal of it in the replay or held: either the user left without a removal event, or
+    the API server's transaction removed the member row and the relay has not numbered its
+    ``membership.removed`` yet. Sent now, the replay would drop the events below such a
+    removal (rule 1); read once more at the next tick instead (the relay numbers within
+    milliseconds), which costs a user who left up to a tick."""
     if not (op.kind == "auth" and op.resumed and op.denied):
         return False
     _shown, _held, cuts = access.visible(conn, op, events, op.buffer)

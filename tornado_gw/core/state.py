@@ -79,6 +79,7 @@ class Operation:
     gap_lost: bool = False  # a broker gap on its connection could not be filled meanwhile
     revoked: dict[str, int] = field(default_factory=dict)  # requested, then removed: cid -> removal seq
     reread_at: float | None = None  # a resume's replay is read again then (a removal not numbered yet)
+    rereads: int = 0  # how often it was
     buffer: list[tuple[int | None, str, bytes, str]] = field(default_factory=list)
 
 
