@@ -45,7 +45,7 @@ import redis
 import websockets
 
 from bench import procstat
-from bench.peers import GW_LIMITS, REPO, free_port, gw_python, wait_listening
+from bench.peers import GW_ENV, REPO, free_port, gw_python, wait_listening
 from bench.workload import JWT_SECRET
 
 # Short windows so that a closed connection's traces expire within the run.
@@ -98,7 +98,7 @@ class Gateway:
         self.port = free_port()
         self.prefix = f"days{uuid.uuid4().hex[:8]}:"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGATEWAY_", "REDIS_", "POSTGRES_"))}
-        env.update(GW_LIMITS)
+        env.update(GW_ENV)
         env.update(WINDOWS)
         env.update({"JWT_SECRET": JWT_SECRET, "WSGATEWAY_PORT": str(self.port),
                     "WSGATEWAY_PREFIX": self.prefix, "LOGGER_LEVEL": "warning"})

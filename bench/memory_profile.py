@@ -35,7 +35,7 @@ from pathlib import Path
 
 import jwt
 
-from bench.peers import GW_LIMITS, free_port
+from bench.peers import GW_ENV, free_port
 from bench.workload import JWT_SECRET
 from tornado_gw.adapters.wiring import build_wiring
 from tornado_gw.server import GatewayServer
@@ -163,7 +163,7 @@ def one_connection(server: GatewayServer) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     port = free_port()
-    env = {**os.environ, **GW_LIMITS, "REDIS_HOST": args.redis, "JWT_SECRET": JWT_SECRET,
+    env = {**os.environ, **GW_ENV, "REDIS_HOST": args.redis, "JWT_SECRET": JWT_SECRET,
            "WSGATEWAY_PREFIX": f"memprof-{uuid.uuid4().hex[:8]}:"}
     env.pop("POSTGRES_DSN", None)
     settings = load_settings({"port": str(port)}, env, None)

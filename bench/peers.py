@@ -31,7 +31,7 @@ PEERS_DIR = REPO / "bench" / "peers"
 # tornado_gw settings for every benchmark: production mode, what deployments run (development
 # mode keeps a debug trail of each connection's last events), with any user in any conversation
 # (no membership table), and the limits (WSGATEWAY_ + name) lifted so they never shape the figures.
-GW_LIMITS = {
+GW_ENV = {
     "MODE": "production", "WSGATEWAY_AUTHORIZATION": "none",
     "WSGATEWAY_RATE_LIMIT_PER_S": "100000", "WSGATEWAY_RATE_LIMIT_BURST": "100000",
     "WSGATEWAY_IDLE_TIMEOUT_S": "3600", "WSGATEWAY_AUTH_TIMEOUT_S": "300",
@@ -67,7 +67,7 @@ class Peer:
         if self.name == "socketio":
             env["SIO_KEY"] = prefix + "socket.io"
             return ["node", str(PEERS_DIR / "socketio" / "server.js"), f"--port={port}"], env
-        env.update(GW_LIMITS)
+        env.update(GW_ENV)
         env.pop("POSTGRES_DSN", None)  # Redis-only deployment: no outbox, no membership table
         workers = ["--workers=2"] if self.name == "tornado_gw_2w" else []
         return [gw_python(), "-m", "tornado_gw", f"--port={port}", *workers], env

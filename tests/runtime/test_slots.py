@@ -26,6 +26,18 @@ class SlowSlots(MemorySlots):
         return await super().claim(user_id, slot_id, limit, now)
 
 
+class BatchedSlots(SlowSlots):
+    """Records the size of every batch the keeper hands the store."""
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__(ttl_s)
+        self.batches: list[int] = []
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
+        self.batches.append(len(claims))
+        return await super().claim_many(claims, now)
+
+
 class BrokenSlots(MemorySlots):
     async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
         raise ConnectionError("store unreachable")
@@ -99,28 +111,11 @@ def test_a_failing_store_lets_the_connection_in() -> None:
     asyncio.run(scenario())
 
 
-
-
-class CountingSlots(MemorySlots):
-    """The in-process slots, counting the store calls (each a round trip in Redis)."""
-
-    def __init__(self, ttl_s: float) -> None:
-        super().__init__(ttl_s)
-        self.calls = 0
-
-    async def claim(self, user_id: str, slot_id: str, limit: int, now: float) -> bool:
-        self.calls += 1
-        return await super().claim(user_id, slot_id, limit, now)
-
-    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
-        self.calls += 1
-        return [await MemorySlots.claim(self, *claim, now) for claim in claims]
-
-
 def test_a_storm_of_claims_goes_to_the_store_in_a_few_calls_and_each_is_answered() -> None:
     """One call per claim opened a Redis connection each until the pool refused."""
     async def scenario() -> None:
-        slots = CountingSlots(30.0)
+        slots = BatchedSlots(30.0)
+        slots.gate.set()
         keeper, answers = _keeper(slots)
         for n in range(2_000):
             keeper.perform(fx.ClaimConnection(f"k{n}", f"u{n % 1000}", f"s{n}", 1))
@@ -129,21 +124,10 @@ def test_a_storm_of_claims_goes_to_the_store_in_a_few_calls_and_each_is_answered
             if len(claims(answers)) == 2_000:
                 break
         assert claims(answers) == [(f"k{n}", n < 1000) for n in range(2_000)]
-        assert slots.calls == -(-2_000 // CLAIM_BATCH)  # batches of CLAIM_BATCH
+        assert sum(slots.batches) == 2_000
+        assert len(slots.batches) == -(-2_000 // CLAIM_BATCH)  # batches of CLAIM_BATCH
 
     asyncio.run(scenario())
-
-
-class BatchedSlots(SlowSlots):
-    """Records the size of every batch the keeper hands the store."""
-
-    def __init__(self, ttl_s: float) -> None:
-        super().__init__(ttl_s)
-        self.batches: list[int] = []
-
-    async def claim_many(self, claims: Sequence[tuple[str, str, int]], now: float) -> list[bool]:
-        self.batches.append(len(claims))
-        return await super().claim_many(claims, now)
 
 
 def test_claims_that_arrive_while_a_batch_is_out_go_together_in_the_next() -> None:

@@ -69,6 +69,7 @@ class SessionSaves:
 
 
 Write = fx.SaveSession | SessionSaves | fx.DeleteSession | presence_writes.PresenceWrite
+SESSION_WRITES = (fx.SaveSession, SessionSaves, fx.DeleteSession)  # one ordered lane: _lane_of
 Read = reads.Read | fx.LoadGap
 READS = (fx.LoadSession, fx.QueryPresence, fx.CheckMembership, fx.LoadReplay, fx.LoadGap)
 
@@ -254,7 +255,7 @@ class FailureLog:
 
 
 def _lane_of(effect: Write) -> Hashable:
-    if isinstance(effect, (fx.SaveSession, SessionSaves, fx.DeleteSession)):
+    if isinstance(effect, SESSION_WRITES):
         # One lane: the periodic snapshot of every live session must not overwrite a
         # newer snapshot of one of them (an unsubscribe) queued after it, nor bring
         # back a session deleted after it (POST /disconnect).
@@ -270,15 +271,13 @@ def _merge(queued: Write, new: Write) -> Write | None:
             queued.ttl_s, {s.session_id: s for s in queued.snapshots})
         saves.latest.update((s.session_id, s) for s in new.snapshots)
         return saves
-    sessions = (fx.SaveSession, SessionSaves, fx.DeleteSession)
-    if isinstance(queued, sessions) or isinstance(new, sessions):
+    if isinstance(queued, SESSION_WRITES) or isinstance(new, SESSION_WRITES):
         return None
     return presence_writes.merge(queued, new)
 
 
 def _commutes(queued: Write, new: Write) -> bool:
-    sessions = (fx.SaveSession, SessionSaves, fx.DeleteSession)
-    if isinstance(queued, sessions) or isinstance(new, sessions):
+    if isinstance(queued, SESSION_WRITES) or isinstance(new, SESSION_WRITES):
         return False  # the sessions lane keeps its order (see _lane_of)
     return presence_writes.commutes(queued, new)
 
